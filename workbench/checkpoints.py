@@ -1,0 +1,322 @@
+"""Saving, loading and importing checkpoints.
+
+``load_checkpoint(path)`` recognises four layouts and returns a ready model:
+
+* ``workbench`` -- our own files: ``{"format": "mim-workbench", "config", "model", ...}``;
+* ``mae-official`` -- facebookresearch/mae ``mae_pretrain_vit_*.pth`` / ``mae_visualize_vit_*.pth``:
+  ``{"model": state_dict, ["optimizer", "epoch", "scaler", "args"]}``, with or without decoder;
+* ``mmpretrain`` -- mmpretrain MAE / MFF: ``{"meta", "state_dict"}`` with ``backbone.`` and
+  ``neck.`` keys (MFF adds ``backbone.proj_layers.*`` and ``backbone.proj_weights``);
+* ``timm`` -- a plain timm ``VisionTransformer`` state dict (encoder only).
+
+Everything is read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed for the
+official ``args``): a file that would run code when unpickled is refused, never executed.
+Dimensions are inferred from the tensors; published head counts are used for published widths.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import PUBLISHED_HEADS, ModelConfig, default_fuse_layers
+from .models import MaskedAutoencoder, model_from_config
+
+FORMAT = "mim-workbench"
+FORMAT_VERSION = 1
+
+ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+DECODER_PREFIXES = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_blocks.",
+                    "decoder_norm.", "decoder_pred.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model; the message says why."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: str
+    layout: str  # "workbench" | "mae-official" | "mmpretrain" | "timm"
+    config: ModelConfig
+    has_decoder: bool
+    step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        out = {"path": self.path, "layout": self.layout, "model": c.kind,
+               "img_size": c.img_size, "patch_size": c.patch_size, "embed_dim": c.embed_dim,
+               "depth": c.depth, "num_heads": c.num_heads, "has_decoder": self.has_decoder,
+               "norm_pix_loss": c.norm_pix_loss, "step": self.step}
+        if self.has_decoder:
+            out.update(decoder_embed_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
+                       decoder_num_heads=c.decoder_num_heads)
+        if c.kind == "mff":
+            out["fused_layers"] = c.fused_layers
+        return {**out, **self.extra}
+
+
+# ------------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Safely unpickle a checkpoint file into a dict, with errors that say what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the checkpoint file "
+                              f"(for a training run: {path / 'checkpoint.pt'})")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): was it still being written?")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the reason
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                f"refused to load {path}: it contains pickled objects other than tensors and "
+                f"plain containers, which could run code when unpickled. Only weights-only files "
+                f"are accepted. ({text.splitlines()[0]})") from e
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or "
+                              f"corrupt?): {type(e).__name__}: {text.splitlines()[0] if text else ''}"
+                              ) from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def detect_layout(obj: dict) -> str:
+    if obj.get("format") == FORMAT:
+        return "workbench"
+    if isinstance(obj.get("state_dict"), dict) and any(
+            k.startswith(("backbone.", "neck.")) for k in obj["state_dict"]):
+        return "mmpretrain"
+    sd = obj.get("model") if isinstance(obj.get("model"), dict) else obj
+    if any(k.startswith("patch_embed.proj.") for k in sd):
+        if "model" in obj or any(k.startswith(DECODER_PREFIXES) for k in sd):
+            return "mae-official"
+        return "timm"
+    keys = sorted(obj)[:12]
+    raise CheckpointError(
+        "unrecognised checkpoint layout: expected a MIM Workbench checkpoint, an official MAE "
+        "file ('model' with patch_embed.proj.*), an mmpretrain file ('state_dict' with backbone./"
+        f"neck. keys) or a timm ViT state dict; top-level keys found: {keys}")
+
+
+# ------------------------------------------------------------------------------- layouts
+_MM_BLOCK = [("ln1.", "norm1."), ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."),
+             ("ffn.layers.1.", "mlp.fc2.")]
+
+
+def _rename_mm_block(rest: str) -> str:
+    for old, new in _MM_BLOCK:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
+
+
+def mmpretrain_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmpretrain MAE / MFF keys -> official MAE keys (+ ``fusion.*`` for MFF)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("backbone."):
+            rest = k[len("backbone."):]
+            if rest.startswith("layers."):
+                _, idx, tail = rest.split(".", 2)
+                name = f"blocks.{idx}.{_rename_mm_block(tail)}"
+            elif rest.startswith("patch_embed.projection."):
+                name = "patch_embed.proj." + rest[len("patch_embed.projection."):]
+            elif rest.startswith("ln1."):
+                name = "norm." + rest[len("ln1."):]
+            elif rest.startswith("proj_layers."):
+                name = "fusion.projections." + rest[len("proj_layers."):]
+            elif rest == "proj_weights":
+                name, v = "fusion.logits", v.reshape(-1)
+            else:
+                name = rest
+        elif k.startswith("neck."):
+            rest = k[len("neck."):]
+            if rest.startswith("decoder_blocks."):
+                _, idx, tail = rest.split(".", 2)
+                name = f"decoder_blocks.{idx}.{_rename_mm_block(tail)}"
+            elif rest.startswith("ln1."):
+                name = "decoder_norm." + rest[len("ln1."):]
+            else:
+                name = rest
+        elif k.startswith("data_preprocessor."):
+            continue  # mean / std buffers of mmpretrain's preprocessor, not model weights
+        else:
+            name = k  # left for the unexpected-key check
+        out[name] = v
+    return out
+
+
+def _count_blocks(sd: dict, prefix: str) -> int:
+    idx = {int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}
+    return max(idx) + 1 if idx else 0
+
+
+def _need(sd: dict, key: str, layout: str) -> torch.Tensor:
+    if key not in sd:
+        raise CheckpointError(f"{layout} checkpoint is missing key {key!r}; "
+                              f"keys present start with {sorted({k.split('.')[0] for k in sd})}")
+    return sd[key]
+
+
+def infer_config(sd: dict[str, torch.Tensor], layout: str, args: Any = None,
+                 **overrides) -> tuple[ModelConfig, bool]:
+    """Model settings from tensor shapes (official-MAE key names), plus ``overrides``."""
+    w = _need(sd, "patch_embed.proj.weight", layout)  # [D, C, p, p]
+    pos = _need(sd, "pos_embed", layout)  # [1, 1+N, D]
+    dim, in_chans, patch = w.shape[0], w.shape[1], w.shape[-1]
+    grid = math.isqrt(pos.shape[1] - 1)
+    if grid * grid != pos.shape[1] - 1:
+        raise CheckpointError(f"pos_embed has {pos.shape[1]} positions: expected 1 (cls) + a "
+                              f"square number of patches")
+    depth = _count_blocks(sd, "blocks.")
+    mlp_ratio = _need(sd, "blocks.0.mlp.fc1.weight", layout).shape[0] / dim
+    cfg: dict[str, Any] = dict(img_size=grid * patch, patch_size=patch, in_chans=in_chans,
+                               embed_dim=dim, depth=depth, mlp_ratio=mlp_ratio,
+                               num_heads=PUBLISHED_HEADS.get(dim, max(1, dim // 64)))
+    has_decoder = "decoder_embed.weight" in sd
+    if has_decoder:
+        ddim = sd["decoder_embed.weight"].shape[0]
+        cfg.update(decoder_embed_dim=ddim, decoder_depth=_count_blocks(sd, "decoder_blocks."),
+                   decoder_num_heads=16 if ddim == 512 else max(1, ddim // 32))
+    if args is not None:  # the official run's argparse.Namespace
+        if hasattr(args, "norm_pix_loss"):
+            cfg["norm_pix_loss"] = bool(args.norm_pix_loss)
+        if hasattr(args, "mask_ratio"):
+            cfg["mask_ratio"] = float(args.mask_ratio)
+    elif "norm_pix_loss" not in overrides:
+        # released visualisation weights predict plain (ImageNet-normalised) pixels
+        cfg["norm_pix_loss"] = False
+    if "fusion.logits" in sd:
+        n_fused = sd["fusion.logits"].numel()
+        cfg["kind"] = "mff"
+        cfg["fusion_proj"] = "linear" if n_fused == 1 or "fusion.projections.0.weight" in sd \
+            else "mlp" if "fusion.projections.0.0.weight" in sd else "identity"
+        if "fuse_layers" not in overrides and len(default_fuse_layers(depth)) != n_fused:
+            raise CheckpointError(
+                f"the checkpoint fuses {n_fused} layers but the default rule for depth {depth} "
+                f"gives {default_fuse_layers(depth)}; pass fuse_layers=[...] to say which")
+    cfg.update(overrides)
+    try:
+        return ModelConfig(**cfg), has_decoder
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"settings inferred from the checkpoint do not form a valid model: "
+                              f"{e}") from e
+
+
+def _state_dict_and_config(obj: dict, layout: str, overrides: dict):
+    if layout == "workbench":
+        cfg = ModelConfig.from_dict({**obj["config"], **overrides})
+        return obj["model"], cfg, bool(obj.get("has_decoder", True))
+    if layout == "mmpretrain":
+        sd = mmpretrain_to_official(obj["state_dict"])
+    else:  # mae-official / timm: the same key names; a classifier head is not ours to load
+        sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_drop."))}
+        if "fc_norm.weight" in sd:
+            raise CheckpointError("this ViT pools with fc_norm (global average pooling); only "
+                                  "class-token ViTs with a final norm are supported")
+    cfg, has_decoder = infer_config(sd, layout, obj.get("args"), **overrides)
+    return sd, cfg, has_decoder
+
+
+def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: str,
+               has_decoder: bool) -> None:
+    """Load ``sd`` into ``model``; any missing, unexpected or mis-shaped key is an error."""
+    own = model.state_dict()
+    unexpected = sorted(k for k in sd if k not in own)
+    needed = [k for k in own if has_decoder or not k.startswith(DECODER_PREFIXES)]
+    missing = sorted(k for k in needed if k not in sd)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{layout} checkpoint does not match a {model.cfg.kind.upper()} model with "
+            f"depth {model.cfg.depth}, width {model.cfg.embed_dim}: "
+            f"missing keys {_short(missing)}; unexpected keys {_short(unexpected)}")
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointError(f"{layout} checkpoint has tensors of the wrong shape: "
+                              + "; ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
+    model.load_state_dict(sd, strict=False)
+    model.has_decoder = has_decoder
+
+
+def _short(keys: list[str], n: int = 10) -> str:
+    return "[]" if not keys else str(keys[:n])[:-1] + (f", ... ({len(keys)} in all)]"
+                                                       if len(keys) > n else "]")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    **overrides) -> MaskedAutoencoder:
+    """Build the model a checkpoint describes and load its weights (eval mode).
+
+    ``overrides`` set model fields the file cannot tell (e.g. ``num_heads`` for an unpublished
+    width, ``fuse_layers`` for an MFF file, ``norm_pix_loss``). ``model.checkpoint_info`` says
+    what was loaded; an encoder-only file gives a model whose ``has_decoder`` is False.
+    """
+    obj = read_checkpoint(path, map_location)
+    layout = detect_layout(obj)
+    sd, cfg, has_decoder = _state_dict_and_config(obj, layout, overrides)
+    model = model_from_config(cfg)
+    load_state(model, sd, layout, has_decoder)
+    extra = {}
+    if cfg.kind == "mff":
+        extra["fusion_weights"] = [round(float(w), 4) for w in model.fusion_weights()]
+    step = obj.get("step", obj.get("epoch"))
+    model.checkpoint_info = CheckpointInfo(str(path), layout, cfg, has_decoder,
+                                           int(step) if isinstance(step, (int, float)) else None,
+                                           extra)
+    return model.to(map_location).eval()
+
+
+# ------------------------------------------------------------------------------- writing
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``:
+    a reader sees the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_dict(model: MaskedAutoencoder, **extra: Any) -> dict:
+    """Our layout: the config and weights, plus whatever training state ``extra`` holds."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "config": model.cfg.to_dict(),
+            "has_decoder": model.has_decoder, "model": model.state_dict(), **extra}
+
+
+def save_checkpoint(model: MaskedAutoencoder, path: str | os.PathLike, **extra: Any) -> None:
+    atomic_save(checkpoint_dict(model, **extra), path)
+
+
+def export_timm(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
+    """The encoder as a timm ``VisionTransformer`` state dict (class token, final norm, no head):
+    ``timm.create_model("vit_base_patch16_224", num_classes=0).load_state_dict(sd)``."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.startswith(ENCODER_PREFIXES)}

@@ -1,0 +1,25 @@
+"""MAE and MFF-MAE models. ``build_model("mff", "vit-b")`` is the usual entry point."""
+from __future__ import annotations
+
+from ..config import ModelConfig, model_config
+from .mae import EncoderOnlyError, MAEOutput, MaskedAutoencoder
+from .masking import Masking, mask_patches, num_kept
+from .mff import MFFMaskedAutoencoder, MultiLevelFusion
+
+
+def model_from_config(cfg: ModelConfig) -> MaskedAutoencoder:
+    return MFFMaskedAutoencoder(cfg) if cfg.kind == "mff" else MaskedAutoencoder(cfg)
+
+
+def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedAutoencoder:
+    """A freshly initialised MAE (``kind="mae"``) or MFF-MAE (``kind="mff"``).
+
+    ``preset`` is one of ``tiny``, ``vit-s``, ``vit-b``, ``vit-l``, ``vit-h``; any
+    :class:`~workbench.config.ModelConfig` field can be overridden by keyword.
+    """
+    return model_from_config(model_config(kind, preset, **overrides))
+
+
+__all__ = ["build_model", "model_from_config", "MaskedAutoencoder", "MFFMaskedAutoencoder",
+           "MultiLevelFusion", "MAEOutput", "Masking", "mask_patches", "num_kept",
+           "EncoderOnlyError"]

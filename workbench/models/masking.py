@@ -1,0 +1,102 @@
+"""Which patches the encoder sees: random (MAE), block-wise (BEiT) and grid masking.
+
+Every strategy produces a score per patch; the ``len_keep = int(N * (1 - mask_ratio))`` patches
+with the lowest scores are kept, exactly as MAE's ``random_masking`` keeps the lowest noise. So the
+masked count is exact for every strategy and the same for every sample of a batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..config import check_mask_ratio, check_mask_strategy
+
+
+@dataclass
+class Masking:
+    ids_keep: torch.Tensor  # [B, len_keep] indices of visible patches, ascending
+    ids_restore: torch.Tensor  # [B, N] position of each patch in cat(kept, masked)
+    mask: torch.Tensor  # [B, N] 1 = masked (removed), 0 = visible
+
+
+def num_kept(num_patches: int, mask_ratio: float) -> int:
+    """Visible patches at this ratio, the official MAE formula ``int(N * (1 - r))``."""
+    return int(num_patches * (1 - check_mask_ratio(mask_ratio)))
+
+
+def random_scores(batch: int, grid: int, generator: torch.Generator | None) -> torch.Tensor:
+    """MAE: per-sample uniform noise; keeping the smallest is a uniform random subset."""
+    return torch.rand(batch, grid * grid, generator=generator)
+
+
+def block_scores(batch: int, grid: int, num_masked: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """BEiT-style block-wise masking: rectangles of random area (>= 4 patches, or the whole
+    budget if smaller) and aspect ratio in [0.3, 1/0.3] are masked until ``num_masked`` patches
+    are covered. Covered patches score in [1, 1.5), others in [0, 0.5): if the last block
+    overshoots, a random few of its patches stay visible, so the count stays exact."""
+    scores = torch.rand(batch, grid, grid, generator=generator) * 0.5
+    log_lo, log_hi = math.log(0.3), math.log(1 / 0.3)
+    for b in range(batch):
+        covered = torch.zeros(grid, grid, dtype=torch.bool)
+        for _ in range(100 * grid * grid):  # bounded: each try covers >= 0 new patches
+            remaining = num_masked - int(covered.sum())
+            if remaining <= 0:
+                break
+            u = torch.rand(3, generator=generator).tolist()
+            lo = min(4, remaining)
+            area = lo + u[0] * (remaining - lo)
+            aspect = math.exp(log_lo + u[1] * (log_hi - log_lo))
+            h = max(1, min(grid, round(math.sqrt(area * aspect))))
+            w = max(1, min(grid, round(math.sqrt(area / aspect))))
+            top = int(torch.randint(0, grid - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, grid - w + 1, (1,), generator=generator))
+            covered[top:top + h, left:left + w] = True
+        scores[b][covered] += 1.0
+    return scores.reshape(batch, grid * grid)
+
+
+def bayer_matrix(size: int) -> torch.Tensor:
+    """Ordered-dither matrix of a power-of-two ``size``: its k lowest entries are spread as evenly
+    as a regular lattice allows (the lowest quarter is every second row and column)."""
+    m = torch.zeros(1, 1, dtype=torch.long)
+    while m.shape[0] < size:
+        m = torch.cat([torch.cat([4 * m, 4 * m + 2], 1), torch.cat([4 * m + 3, 4 * m + 1], 1)], 0)
+    return m
+
+
+def grid_scores(batch: int, grid: int) -> torch.Tensor:
+    """MAE's grid-wise sampling: a deterministic regular lattice. At ratio 0.75 it keeps one
+    patch of every 2x2 (even rows, even columns), as in the paper's Figure 6; other ratios keep
+    the lowest entries of an ordered-dither (Bayer) matrix, the most regular subset of that size."""
+    size = 1 << max(0, (grid - 1).bit_length())
+    ranks = bayer_matrix(size)[:grid, :grid].reshape(1, grid * grid).float()
+    return ranks.expand(batch, -1).clone()
+
+
+def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "random",
+                 generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> Masking:
+    """Choose the visible patches of a ``grid`` x ``grid`` image for each of ``batch`` samples."""
+    check_mask_strategy(strategy)
+    n = grid * grid
+    len_keep = num_kept(n, mask_ratio)
+    if strategy == "random":
+        scores = random_scores(batch, grid, generator)
+    elif strategy == "block":
+        scores = block_scores(batch, grid, n - len_keep, generator)
+    else:
+        scores = grid_scores(batch, grid)
+    scores = scores.to(device) if device is not None else scores
+    ids_shuffle = torch.argsort(scores, dim=1)  # ascending: kept first
+    # keep visible tokens (and then masked ones) in raster order: same mask as MAE, tidier tokens
+    ids_keep = ids_shuffle[:, :len_keep].sort(dim=1).values
+    ids_drop = ids_shuffle[:, len_keep:].sort(dim=1).values
+    ids_shuffle = torch.cat([ids_keep, ids_drop], dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.ones(batch, n, device=scores.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)  # [B, N] back in patch order
+    return Masking(ids_keep=ids_keep, ids_restore=ids_restore, mask=mask)
