@@ -80,17 +80,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the reason
         text = str(e)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        detail = _loader_detail(text)
+        if re.search(r"\bGLOBAL\b|Unsupported global", detail):
             raise CheckpointError(
                 f"refused to load {path}: it contains pickled objects other than tensors and "
-                f"plain containers, which could run code when unpickled. Only weights-only files "
-                f"are accepted. ({text.splitlines()[0]})") from e
+                f"plain containers, which could run code when unpickled; only weights-only "
+                f"files are accepted ({detail})") from e
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or "
-                              f"corrupt?): {type(e).__name__}: {text.splitlines()[0] if text else ''}"
-                              ) from e
+                              f"corrupt?): {type(e).__name__}: {detail}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _loader_detail(text: str) -> str:
+    """The informative paragraph of torch.load's error, without its generic advice."""
+    skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+    kept = [p for p in parts if not p.startswith(skip)]
+    return " ".join(kept) or (parts[0] if parts else "")
 
 
 def detect_layout(obj: dict) -> str:

@@ -104,6 +104,10 @@ def validate(cfg: ModelConfig) -> None:
     if cfg.decoder_embed_dim % cfg.decoder_num_heads:
         raise ValueError(f"decoder_embed_dim {cfg.decoder_embed_dim} is not divisible by "
                          f"decoder_num_heads {cfg.decoder_num_heads}")
+    for name in ("embed_dim", "decoder_embed_dim"):
+        if getattr(cfg, name) % 4:
+            raise ValueError(f"{name} {getattr(cfg, name)} must be divisible by 4 for the 2-D "
+                             f"sin-cos position embedding")
     check_mask_ratio(cfg.mask_ratio)
     check_mask_strategy(cfg.mask_strategy)
     if cfg.fusion_proj not in FUSION_PROJECTIONS:

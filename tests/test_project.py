@@ -1,0 +1,43 @@
+"""The project's own files agree with each other."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        wanted.update({_name(r): r.replace(" ", "") for r in extra})
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {_name(r): r.replace(" ", "") for r in pip}
+    assert listed == wanted, (
+        f"environment.yml and pyproject.toml disagree: only in pyproject "
+        f"{sorted(set(wanted.items()) - set(listed.items()))}, only in environment.yml "
+        f"{sorted(set(listed.items()) - set(wanted.items()))}")
+
+
+def test_required_packages_are_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {_name(r) for r in project["dependencies"]}
+    for pkg in ("torch", "timm", "torchvision", "numpy", "matplotlib", "plotly", "ipywidgets",
+                "jupyterlab", "papermill", "pyhessian", "scikit-image", "scikit-learn", "tqdm",
+                "tensorboard"):
+        assert pkg in names, pkg
+
+
+def test_ci_runs_make_test_and_fails_on_failure():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "set -e" in ci
+    assert re.search(r"^test:", (ROOT / "Makefile").read_text(), re.M)
