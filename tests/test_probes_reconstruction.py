@@ -1,0 +1,124 @@
+"""Masked reconstructions: pasting, mask counts, seeds, and norm-pix un-normalisation."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from workbench import build_model
+from workbench.checkpoints import load_checkpoint
+from workbench.models import EncoderOnlyError
+from workbench.probes import reconstruct
+
+SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def photos(n=3, size=16, seed=0) -> torch.Tensor:
+    """Smooth colourful images in [0, 1], ImageNet-normalised."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear")
+    img = (img + 0.05 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+    return (img - MEAN) / STD
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("mae", **SMALL)
+
+
+def test_shapes_display_space_and_pasting(model):
+    imgs = photos()
+    res = reconstruct(model, imgs, mask_ratio=0.75, seed=0)
+    for t in (res.original, res.masked, res.reconstruction, res.pasted):
+        assert t.shape == imgs.shape and t.min() >= 0 and t.max() <= 1
+    assert res.mask.shape == (3, 16)
+    assert torch.allclose(res.original, (imgs * STD + MEAN).clamp(0, 1), atol=1e-6)
+    visible = ~res.patch_mask.bool().expand_as(imgs)
+    assert torch.equal(res.pasted[visible], res.original[visible])
+    assert torch.equal(res.pasted[~visible], res.reconstruction[~visible])
+    assert torch.equal(res.masked[visible], res.original[visible])
+    assert (res.masked[~visible] == 0.5).all()
+    assert res.loss == pytest.approx(model(imgs, mask_ratio=0.75, seed=0).loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["random", "block", "grid"])
+@pytest.mark.parametrize("ratio", [0.75, 0.5, 0.0])
+def test_masked_count_matches_ratio(model, strategy, ratio):
+    res = reconstruct(model, photos(), mask_ratio=ratio, mask_strategy=strategy, seed=3)
+    expected = 16 - int(16 * (1 - ratio))
+    assert res.mask.sum(dim=1).tolist() == [expected] * 3
+    assert res.patch_mask.sum().item() == 3 * expected * 16  # 4x4 pixels per patch
+
+
+def test_seed_determinism(model):
+    imgs = photos()
+    a, b = reconstruct(model, imgs, seed=7), reconstruct(model, imgs, seed=7)
+    c = reconstruct(model, imgs, seed=8)
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.reconstruction, b.reconstruction)
+    assert not torch.equal(a.mask, c.mask)
+
+
+def test_norm_pix_unnormalisation_by_hand(model):
+    assert model.cfg.norm_pix_loss
+    imgs = photos(1)
+    res = reconstruct(model, imgs, seed=0)
+    with torch.no_grad():
+        pred = model.eval()(imgs, mask_ratio=0.75, seed=0).pred  # [1, 16, 48] normalised
+    n = int(res.mask[0].nonzero()[0])  # a masked patch
+    row, col = divmod(n, 4)
+    true = imgs[0, :, row * 4:(row + 1) * 4, col * 4:(col + 1) * 4]  # [3, 4, 4]
+    values = true.permute(1, 2, 0).reshape(-1)  # (row, col, channel) order, as patchify
+    mean, var = values.mean(), values.var(unbiased=True)
+    by_hand = pred[0, n] * torch.sqrt(var + 1e-6) + mean  # 48 values
+    by_hand = by_hand.reshape(4, 4, 3).permute(2, 0, 1)  # [3, 4, 4]
+    by_hand = (by_hand * STD[0] + MEAN[0]).clamp(0, 1)
+    got = res.reconstruction[0, :, row * 4:(row + 1) * 4, col * 4:(col + 1) * 4]
+    assert torch.allclose(got, by_hand, atol=1e-5)
+
+
+def test_pixel_target_model_is_not_unnormalised():
+    torch.manual_seed(0)
+    model = build_model("mae", **SMALL, norm_pix_loss=False)
+    imgs = photos()
+    res = reconstruct(model, imgs, seed=0)
+    with torch.no_grad():
+        pred = model.eval()(imgs, mask_ratio=0.75, seed=0).pred
+    assert torch.allclose(res.reconstruction, (model.unpatchify(pred) * STD + MEAN).clamp(0, 1),
+                          atol=1e-6)
+
+
+def test_bad_input_and_mode_restored(model):
+    model.train()
+    reconstruct(model, photos(), seed=0)
+    assert model.training
+    with pytest.raises(ValueError, match="mask_ratio"):
+        reconstruct(model, photos(), mask_ratio=1.0)
+    with pytest.raises(ValueError, match="mask_strategy"):
+        reconstruct(model, photos(), mask_strategy="checker")
+    with pytest.raises(ValueError, match="shape"):
+        reconstruct(model, torch.randn(2, 3, 20, 20))
+
+
+def test_official_checkpoints(tmp_path, model):
+    torch.save({"model": model.state_dict()}, tmp_path / "mae_visualize.pth")
+    # a file without ``args`` is read as a pixel-target model (like mae_visualize_*): say norm_pix
+    loaded = load_checkpoint(tmp_path / "mae_visualize.pth", num_heads=2, decoder_num_heads=2,
+                             norm_pix_loss=True)
+    imgs = photos()
+    a, b = reconstruct(model, imgs, seed=1), reconstruct(loaded, imgs, seed=1)
+    assert torch.allclose(a.reconstruction, b.reconstruction, atol=1e-6)
+    pixels = load_checkpoint(tmp_path / "mae_visualize.pth", num_heads=2, decoder_num_heads=2)
+    assert not pixels.cfg.norm_pix_loss
+    visible = ~a.patch_mask.bool().expand_as(imgs)
+    assert torch.equal(reconstruct(pixels, imgs, seed=1).pasted[visible], a.original[visible])
+    encoder_only = {k: v for k, v in model.state_dict().items()
+                    if not k.startswith(("decoder", "mask_token"))}
+    torch.save({"model": encoder_only}, tmp_path / "mae_pretrain.pth")
+    enc = load_checkpoint(tmp_path / "mae_pretrain.pth", num_heads=2)
+    with pytest.raises(EncoderOnlyError):
+        reconstruct(enc, imgs)

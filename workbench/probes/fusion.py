@@ -1,0 +1,99 @@
+"""MFF fusion weights: their history during training (MFF's Figure "weights move to shallow
+layers") and their value in a loaded model."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import default_fuse_layers
+
+
+class NoFusionError(ValueError):
+    """Fusion weights were asked of a plain MAE model or run (MAE has no fusion)."""
+
+
+@dataclass
+class FusionHistory:
+    steps: torch.Tensor  # [T] int64 training steps
+    weights: torch.Tensor  # [T, L] float64 normalised fusion weights (each row sums to 1)
+    layers: list[int]  # [L] encoder block index of each fused layer (0-based)
+
+
+def _layers_from_config(run_dir: Path) -> list[int] | None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None
+    model = json.loads(path.read_text()).get("model", {})
+    if model.get("fuse_layers") is not None:
+        return [int(i) for i in model["fuse_layers"]]
+    if model.get("depth") is not None:
+        return default_fuse_layers(int(model["depth"]))
+    return None
+
+
+def fusion_history(run_dir: str | Path) -> FusionHistory:
+    """Read ``run_dir/metrics.jsonl`` (one JSON object per line, as the training engine writes)
+    and return the logged fusion weights.
+
+    Lines without ``fusion_weights`` (evaluation lines, ...) and blank lines are skipped. Weights
+    are the softmax-normalised weights as logged; each row must sum to 1 (±1e-3). The fused layer
+    indices come from the lines' ``fused_layers``, else from ``run_dir/config.json``
+    (``model.fuse_layers``, or the default rule for ``model.depth``). Raises
+    :class:`NoFusionError` for a run that never logged fusion weights (a plain MAE run).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics file at {path}")
+    steps, rows, layers = [], [], None
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
+        w = rec.get("fusion_weights") if isinstance(rec, dict) else None
+        if w is None:
+            continue
+        if "step" not in rec:
+            raise ValueError(f"{path}:{lineno} has fusion_weights but no step")
+        if rows and len(w) != len(rows[0]):
+            raise ValueError(f"{path}:{lineno} has {len(w)} fusion weights, earlier lines "
+                             f"{len(rows[0])}")
+        if not math.isclose(sum(w), 1.0, abs_tol=1e-3) or min(w) < 0:
+            raise ValueError(f"{path}:{lineno}: fusion_weights {w} are not normalised weights "
+                             f"(non-negative, summing to 1)")
+        if rec.get("fused_layers") is not None:
+            these = [int(i) for i in rec["fused_layers"]]
+            if layers is not None and these != layers:
+                raise ValueError(f"{path}:{lineno}: fused_layers changed from {layers} to {these}")
+            layers = these
+        steps.append(int(rec["step"]))
+        rows.append([float(x) for x in w])
+    if not rows:
+        raise NoFusionError(f"{path} has no fusion_weights: is this a plain MAE run? Fusion "
+                            f"weights exist only for MFF-MAE runs")
+    if layers is None:
+        layers = _layers_from_config(path.parent)
+    if layers is None:
+        raise ValueError(f"{path} does not say which layers are fused (no fused_layers and no "
+                         f"config.json with the model's depth)")
+    if len(layers) != len(rows[0]):
+        raise ValueError(f"{len(rows[0])} fusion weights per line but {len(layers)} fused layers "
+                         f"{layers}")
+    return FusionHistory(steps=torch.tensor(steps, dtype=torch.int64),
+                         weights=torch.tensor(rows, dtype=torch.float64), layers=layers)
+
+
+def fusion_weights(model) -> tuple[list[int], torch.Tensor]:
+    """(fused layer indices [L], normalised weights [L] float32 summing to 1) of an MFF model."""
+    if not hasattr(model, "fusion_weights"):
+        kind = getattr(getattr(model, "cfg", None), "kind", type(model).__name__)
+        raise NoFusionError(f"a {kind!r} model has no fusion weights: only MFF-MAE models fuse "
+                            f"layers")
+    return list(model.fused_layers), model.fusion_weights().detach().cpu()

@@ -1,0 +1,83 @@
+"""Frozen-encoder probes: linear (logistic regression) and k-nearest-neighbour accuracy.
+
+Features are ``model.encode(imgs)`` at mask ratio 0 (last block + final norm, as the MAE paper's
+linear probe reads them; MFF's fusion only feeds the decoder and is not used), pooled as the cls
+token (``pool="cls"``) or the mean of the patch tokens (``pool="mean"``).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+POOLS = ("cls", "mean")
+
+
+def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(imgs, labels) pair, or an iterable of such pairs."""
+    if (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor)
+            and data[0].ndim == 4):
+        return [tuple(data)]
+    return data
+
+
+@torch.no_grad()
+def extract_features(model, data, pool: str = "cls", batch_size: int = 256
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen features -> (X [n, D] float32, y [n]); eval mode, no grad (mode restored)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    xs, ys = [], []
+    try:
+        for imgs, labels in _batches(data):
+            labels = torch.as_tensor(labels)
+            if labels.shape[0] != imgs.shape[0]:
+                raise ValueError(f"{imgs.shape[0]} images but {labels.shape[0]} labels")
+            for s in range(0, imgs.shape[0], batch_size):
+                tokens = model.encode(imgs[s:s + batch_size].to(device), mask_ratio=0.0)
+                feat = tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)  # [b, D]
+                xs.append(feat.float().cpu().numpy())
+            ys.append(labels.cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not xs:
+        raise ValueError("no images given")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def linear_probe(model, train, test, pool: str = "cls", C: float = 1.0, max_iter: int = 1000,
+                 batch_size: int = 256, seed: int = 0) -> float:
+    """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn, L2 strength
+    ``1/C``) trained on standardised frozen features of ``train``. ``train`` / ``test``: an
+    (imgs, labels) pair of tensors or an iterable of such batches."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xtr, ytr = extract_features(model, train, pool, batch_size)
+    xte, yte = extract_features(model, test, pool, batch_size)
+    if len(np.unique(ytr)) < 2:
+        raise ValueError("the training set needs at least two classes")
+    clf = make_pipeline(StandardScaler(),
+                        LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    clf.fit(xtr, ytr)
+    return float(clf.score(xte, yte))
+
+
+def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: int = 256) -> float:
+    """Test accuracy in [0, 1] of a k-nearest-neighbour vote (cosine distance, uniform weights,
+    scikit-learn) over frozen features of ``train``; ``k`` is capped at the training-set size."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    xtr, ytr = extract_features(model, train, pool, batch_size)
+    xte, yte = extract_features(model, test, pool, batch_size)
+    knn = KNeighborsClassifier(n_neighbors=min(int(k), len(ytr)), metric="cosine",
+                               algorithm="brute")
+    knn.fit(xtr, ytr)
+    return float(knn.score(xte, yte))

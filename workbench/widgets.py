@@ -1,0 +1,97 @@
+"""ipywidgets apps: a probe and a plot behind a few controls.
+
+Each app keeps its last result in attributes (``results``, ``masked_count``, ``last_ms``) so tests
+and notebooks can check what a control change did without a browser.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Mapping
+
+import ipywidgets as W
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import MASK_STRATEGIES
+from .plots import COLUMNS, image_hwc
+from .probes import reconstruct
+
+
+def compose_rows(results: Mapping[str, object], index: int = 0, scale: int = 4,
+                 pad: int = 2) -> np.ndarray:
+    """One uint8 picture: a row per model, columns original / masked / reconstruction / pasted."""
+    rows = []
+    for res in results.values():
+        panels = [image_hwc(getattr(res, field)[index]) for field, _ in COLUMNS]
+        panels = [np.kron(p, np.ones((scale, scale, 1))) for p in panels]  # nearest upscaling
+        h = panels[0].shape[0]
+        gap = np.ones((h, pad * scale, 3))
+        row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+        rows.append(row)
+        rows.append(np.ones((pad * scale, row.shape[1], 3)))
+    return (np.concatenate(rows[:-1], axis=0) * 255).round().astype(np.uint8)
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="png", compress_level=1)
+    return buf.getvalue()
+
+
+class ReconstructionExplorer:
+    """MAE Figs. 2-4 interactively: mask-ratio slider (0.05-0.95), strategy, image and seed;
+    every model in ``models`` (e.g. {"MAE": mae, "MFF-MAE": mff}) side by side."""
+
+    def __init__(self, models: Mapping[str, torch.nn.Module], imgs: torch.Tensor,
+                 mask_ratio: float = 0.75, strategy: str = "random", seed: int = 0,
+                 scale: int | None = None):
+        self.models = dict(models)
+        self.imgs = imgs
+        size = imgs.shape[-1]
+        self.scale = scale or max(1, 160 // size)
+        self.ratio = W.FloatSlider(value=mask_ratio, min=0.05, max=0.95, step=0.05,
+                                   description="mask ratio", readout_format=".2f",
+                                   continuous_update=True)
+        self.strategy = W.Dropdown(options=list(MASK_STRATEGIES), value=strategy,
+                                   description="strategy")
+        self.index = W.IntSlider(value=0, min=0, max=imgs.shape[0] - 1, description="image")
+        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
+        labels = "".join(f"<th style='width:{self.scale * size}px'>{label}</th>"
+                         for _, label in COLUMNS)
+        self.header = W.HTML(f"<table><tr><th></th>{labels}</tr></table>")
+        self.names = W.HTML()
+        self.image = W.Image(format="png")
+        self.status = W.HTML()
+        for control in (self.ratio, self.strategy, self.index, self.seed):
+            control.observe(self.update, names="value")
+        self.widget = W.VBox([
+            W.HBox([self.ratio, self.strategy]), W.HBox([self.index, self.seed]),
+            W.HBox([self.names, W.VBox([self.header, self.image])]), self.status])
+        self.results: dict = {}
+        self.masked_count = 0
+        self.last_ms = 0.0
+        self.update()
+
+    def update(self, *_):
+        start = time.perf_counter()
+        i = self.index.value
+        self.results = {name: reconstruct(m, self.imgs[i:i + 1], self.ratio.value,
+                                          self.strategy.value, self.seed.value)
+                        for name, m in self.models.items()}
+        self.image.value = png_bytes(compose_rows(self.results, 0, self.scale))
+        first = next(iter(self.results.values()))
+        self.masked_count = int(first.mask.sum())
+        self.last_ms = (time.perf_counter() - start) * 1e3
+        row_h = self.scale * self.imgs.shape[-1]
+        self.names.value = "".join(
+            f"<div style='height:{row_h + 2 * self.scale}px;display:flex;align-items:center'>"
+            f"<b>{n}</b></div>" for n in self.results)
+        losses = ", ".join(f"{n} loss {float(r.loss):.3f}" for n, r in self.results.items())
+        self.status.value = (f"{self.masked_count}/{first.mask.shape[1]} patches masked · "
+                             f"{losses} · {self.last_ms:.0f} ms")
+
+    def _ipython_display_(self):  # display(explorer) shows the app
+        from IPython.display import display
+        display(self.widget)
