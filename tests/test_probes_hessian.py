@@ -147,3 +147,55 @@ def test_bad_input():
         top_hessian_eigenvalues(loss, [x], k=0)
     with pytest.raises(ValueError, match="params"):
         select_parameters(build_model("mae", **SMALL), "everything")
+
+
+def test_thick_restart_start_vectors_and_eigenvectors():
+    lam = known_spectrum(200)
+    loss, x = quadratic(lam)
+    for start in ("auto", "random", "gradient", torch.randn(2, 200, dtype=torch.float64)):
+        # ncv=8 forces several thick restarts for k=4
+        r = top_hessian_eigenvalues(loss, [x], k=4, tol=1e-10, ncv=8, start=start,
+                                    return_info=True)
+        assert torch.allclose(r.eigenvalues, torch.tensor([-9.0, 6.0, -4.0, 3.0],
+                                                          dtype=torch.float64), rtol=1e-8)
+        v = r.eigenvectors
+        assert v.shape == (4, 200)
+        assert torch.allclose(v @ v.T, torch.eye(4, dtype=torch.float64), atol=1e-8)
+    with pytest.raises(ValueError, match="start"):
+        top_hessian_eigenvalues(loss, [x], k=1, start="best")
+
+
+def test_residual_stopping_rule_bounds_the_error():
+    lam = known_spectrum(300)
+    lam[1] = 8.5
+    loss, x = quadratic(lam)
+    for tol in (1e-1, 1e-2, 1e-3):
+        r = top_hessian_eigenvalues(loss, [x], k=2, tol=tol, start="random", return_info=True)
+        err = ((r.eigenvalues - torch.tensor([-9.0, 8.5], dtype=torch.float64)).abs()
+               / torch.tensor([9.0, 8.5], dtype=torch.float64))
+        assert (err <= tol).all(), (tol, r.eigenvalues)
+    with pytest.warns(RuntimeWarning, match="before reaching tol"):
+        top_hessian_eigenvalues(loss, [x], k=2, tol=1e-12, ncv=6, max_iter=1, start="random")
+
+
+def test_batched_hvp_equals_looped_hvps():
+    from workbench.probes.hessian import HVPOperator
+    torch.manual_seed(0)
+    model = build_model("mae", **SMALL).eval()
+    imgs = torch.randn(4, 3, 16, 16)
+    params = select_parameters(model)
+    op = HVPOperator(lambda: model(imgs, seed=0).loss, params)
+    vs = torch.randn(3, op.numel)
+    batched = op.batched(vs)  # vmapped double backward through timm blocks, math attention
+    looped = torch.stack([op(v) for v in vs])
+    assert op.count == 6
+    assert torch.allclose(batched, looped, rtol=1e-4, atol=1e-6 * looped.abs().max())
+
+
+def test_warm_started_spectrum_matches_cold():
+    torch.manual_seed(0)
+    model = build_model("mae", **SMALL)
+    batches = [torch.randn(8, 3, 16, 16) for _ in range(3)]
+    warm = hessian_spectrum(model, batches, k=3, tol=1e-4, progress=False)
+    cold = hessian_spectrum(model, batches, k=3, tol=1e-4, warm_start=False, progress=False)
+    assert torch.allclose(warm, cold, rtol=1e-3)

@@ -126,11 +126,13 @@ class MaskedAutoencoder(nn.Module):
 
     # ----------------------------------------------------------------------------- encoder
     def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, strategy: str = "random",
-                        generator: torch.Generator | None = None) -> EncoderOutput:
-        """Embed patches, drop the masked ones, prepend cls, run every block."""
+                        generator: torch.Generator | None = None,
+                        masking: Masking | None = None) -> EncoderOutput:
+        """Embed patches, drop the masked ones (``masking`` if given), prepend cls, run blocks."""
         x = self.patch_embed(imgs)  # [B, N, D]
         x = x + self.pos_embed[:, 1:, :]
-        m = self.random_masking(x.shape[0], mask_ratio, strategy, generator, x.device)
+        m = masking if masking is not None else self.random_masking(
+            x.shape[0], mask_ratio, strategy, generator, x.device)
         if self.cfg.mask_token_in_encoder:  # ablation: masked positions become a mask token
             token = self.encoder_mask_token.to(x.dtype) + self.pos_embed[:, 1:, :]
             x = torch.where(m.mask.unsqueeze(-1).bool(), token.expand_as(x), x)
@@ -187,15 +189,17 @@ class MaskedAutoencoder(nn.Module):
     # ----------------------------------------------------------------------------- API
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None,
                 mask_strategy: str | None = None, generator: torch.Generator | None = None,
-                seed: int | None = None, return_features: bool = False) -> MAEOutput:
+                seed: int | None = None, return_features: bool = False,
+                masking: Masking | None = None) -> MAEOutput:
         """One MAE step on ``imgs`` [B, C, H, W] (ImageNet-normalised). ``mask_ratio`` and
-        ``mask_strategy`` default to the config's; ``seed`` (or a ``generator``) fixes the mask."""
+        ``mask_strategy`` default to the config's; ``seed`` (or a ``generator``) fixes the mask;
+        ``masking`` gives the masks outright (e.g. drawn per sample by the training loop)."""
         self.check_images(imgs)
         ratio = self.cfg.mask_ratio if mask_ratio is None else check_mask_ratio(mask_ratio)
         strategy = check_mask_strategy(mask_strategy or self.cfg.mask_strategy)
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
-        enc = self.forward_encoder(imgs, ratio, strategy, generator)
+        enc = self.forward_encoder(imgs, ratio, strategy, generator, masking)
         latent = self.decoder_input(enc.features)
         pred = self.forward_decoder(latent, enc.masking.ids_restore)
         loss = self.forward_loss(imgs, pred, enc.masking.mask)

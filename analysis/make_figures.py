@@ -1,0 +1,236 @@
+"""Regenerate every figure into a gallery: train (or take) checkpoints, run the notebooks with
+papermill, and write ``manifest.json``, ``index.html`` and ``findings.md``.
+
+    python analysis/make_figures.py                       # tiny MAE + MFF-MAE on built-in photos
+    python analysis/make_figures.py --mae A.pth --mff B.pth --out figures-vitb   # external models
+
+Each notebook writes its figures and a ``<name>.json`` of the numbers behind them into its own
+folder, and may write ``claims.json`` (a list of {"source", "claim", "measured", "held"}) that
+``findings.md`` collects. A failing notebook is reported and the others still run; the exit code
+is 1 if anything failed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+FIGURE_SUFFIXES = (".png", ".svg", ".html")
+VERSIONED = ("torch", "timm", "numpy", "matplotlib", "plotly", "papermill", "pyhessian",
+             "scikit-learn", "mim-workbench")
+
+
+# ----------------------------------------------------------------------------- provenance
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def train_request(kind: str, steps: int | None, extra: list[str]) -> list[str]:
+    cmd = ["train", "--model", kind, "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
+    if steps is not None:
+        cmd += ["--steps", str(steps)]
+    return cmd + extra
+
+
+def ensure_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> Path:
+    """Train the tiny model of ``kind`` into ``runs/<kind>-tiny`` unless a finished run with the
+    same request is already there; returns the checkpoint path."""
+    out = runs / f"{kind}-tiny"
+    request = train_request(kind, steps, extra)
+    marker = out / "figures-request.json"
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == request:
+        print(f"[figures] reusing {ckpt} (same training request)")
+        return ckpt
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"[figures] training {kind} -> {out}")
+    cmd = [sys.executable, "-m", "workbench", *request, "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    marker.write_text(json.dumps(request))
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- notebooks
+def load_parameter_sets(path: Path) -> list[dict]:
+    """``figures.yaml``: a list of {name, notebook, parameters}."""
+    sets = yaml.safe_load(path.read_text())
+    for s in sets:
+        if not (NOTEBOOKS / s["notebook"]).exists():
+            raise FileNotFoundError(f"{path}: notebook {s['notebook']} not found in {NOTEBOOKS}")
+    return sets
+
+
+def run_notebook(entry: dict, out: Path, common: dict) -> dict:
+    import papermill as pm
+
+    name = entry["name"]
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {**common, **entry.get("parameters", {}), "OUTPUT_DIR": str(folder)}
+    record = {"name": name, "notebook": entry["notebook"], "parameters": params,
+              "executed": str((folder / entry["notebook"]).relative_to(out))}
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(NOTEBOOKS / entry["notebook"]), str(folder / entry["notebook"]),
+                            parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
+                            kernel_name="python3")
+        record["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - recorded, the batch goes on
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["files"] = sorted(str(p.relative_to(out)) for p in folder.rglob("*")
+                             if p.suffix in FIGURE_SUFFIXES + (".json",))
+    return record
+
+
+# ----------------------------------------------------------------------------- gallery
+def write_index(out: Path, records: list[dict], meta: dict) -> None:
+    rows = []
+    for r in records:
+        figs = [f for f in r["files"] if f.endswith(FIGURE_SUFFIXES)]
+        status = "" if r["status"] == "ok" else f" <b style='color:#b00'>FAILED: {html.escape(r.get('error', ''))}</b>"
+        items = []
+        for f in figs:
+            link = html.escape(f)
+            if f.endswith(".png"):
+                items.append(f"<a href='{link}'><img src='{link}' style='max-width:420px;margin:4px'></a>")
+            elif f.endswith(".html"):
+                items.append(f"<div><a href='{link}'>{html.escape(Path(f).name)} (interactive)</a></div>")
+        rows.append(f"<section><h2>{html.escape(r['name'])}</h2><p>notebook "
+                    f"<a href='{html.escape(r['executed'])}'>{html.escape(r['notebook'])}</a>, "
+                    f"{r['seconds']} s{status}</p>{''.join(items)}</section>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIM Workbench figures</title>"
+            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}section{border-top:"
+            "1px solid #ccc}</style></head><body><h1>MIM Workbench figures</h1>"
+            f"<p>commit {html.escape(str(meta['git_commit']))}; <a href='findings.md'>findings</a>; "
+            f"<a href='manifest.json'>manifest</a></p>{''.join(rows)}</body></html>")
+    atomic_write(out / "index.html", page)
+
+
+def write_findings(out: Path, records: list[dict]) -> None:
+    lines = ["# Findings: the papers' claims against this run", "",
+             "Each claim as the paper states it, what this run measured, and whether it held. "
+             "Tiny models trained for minutes on a few photos are far from the papers' setting: "
+             "a claim that does not hold here says little about the paper.", "",
+             "| source | claim | measured here | held? |", "|---|---|---|---|"]
+    for r in records:
+        path = out / r["name"] / "claims.json"
+        if not path.exists():
+            continue
+        for c in json.loads(path.read_text()):
+            held = {True: "yes", False: "no", None: "n/a"}[c.get("held")]
+            lines.append(f"| {c['source']} | {c['claim']} | {c['measured']} | {held} |")
+    atomic_write(out / "findings.md", "\n".join(lines) + "\n")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "figures")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs")
+    p.add_argument("--mae", type=Path, help="MAE checkpoint (any supported layout) instead of training")
+    p.add_argument("--mff", type=Path, help="MFF-MAE checkpoint instead of training")
+    p.add_argument("--steps", type=int, help="training steps for the tiny runs (default: the CLI's)")
+    p.add_argument("--train-arg", action="append", default=[],
+                   help="extra argument for `python -m workbench train` (repeatable)")
+    p.add_argument("--params", type=Path, default=ROOT / "analysis" / "figures.yaml")
+    p.add_argument("--only", action="append", help="run only these figure names")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter for every notebook (YAML value)")
+    args = p.parse_args(argv)
+
+    for flag in ("mae", "mff"):
+        given = getattr(args, flag)
+        if given is not None and not given.exists():
+            p.error(f"--{flag} checkpoint not found: {given}")
+    sets = load_parameter_sets(args.params)
+    if args.only:
+        unknown = set(args.only) - {s["name"] for s in sets}
+        if unknown:
+            p.error(f"unknown figure name(s) {sorted(unknown)}; known: {[s['name'] for s in sets]}")
+        sets = [s for s in sets if s["name"] in args.only]
+
+    t0 = time.perf_counter()
+    ckpts = {k: getattr(args, k) or ensure_run(k, args.runs, args.steps, args.train_arg)
+             for k in ("mae", "mff")}
+    train_seconds = round(time.perf_counter() - t0, 1)
+    common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
+              "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
+              "MFF_RUN_DIR": str(Path(ckpts["mff"]).resolve().parent),
+              "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        common[key] = yaml.safe_load(value)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"git_commit": git_commit(), "versions": versions(), "train_seconds": train_seconds,
+            "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()}}
+    records = []
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(sets, desc="notebooks", unit="nb")
+    except ImportError:  # pragma: no cover
+        bar = sets
+    for entry in bar:
+        records.append(run_notebook(entry, args.out, common))
+        print(f"[figures] {entry['name']}: {records[-1]['status']} ({records[-1]['seconds']} s)")
+    manifest = {**meta, "figures": records}
+    atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=2))
+    write_index(args.out, records, meta)
+    write_findings(args.out, records)
+    failed = [r["name"] for r in records if r["status"] != "ok"]
+    print(f"[figures] gallery: {args.out / 'index.html'}  findings: {args.out / 'findings.md'}")
+    if failed:
+        print(f"[figures] FAILED: {failed} (see manifest.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The training engine: schedule, weight-decay groups, exact resume, DDP equivalence, metrics,
+NaN handling and the command line."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from workbench.__main__ import main
+from workbench.checkpoints import load_checkpoint, read_checkpoint
+from workbench.models import MaskedAutoencoder, build_model
+from workbench.train import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
+                             peak_lr, resolve, train)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
+             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+SMALL_ARGS = [f"--set={k}={v}" for k, v in SMALL.items()]
+
+
+def small_cfg(out, **kw) -> TrainConfig:
+    base = dict(model="mff", model_overrides=dict(SMALL), steps=6, batch_size=8, base_lr=1e-2,
+                warmup=2, log_every=1, ckpt_every=3, snapshot_every=0, eval_images=8,
+                progress=False, out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines() if l]
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return read_checkpoint(Path(run) / "checkpoint.pt")["model"]
+
+
+# ----------------------------------------------------------------------------- schedule
+def test_lr_schedule_warmup_cosine_and_batch_scaling():
+    cfg = resolve(TrainConfig(steps=100, warmup=10, batch_size=512, base_lr=1e-3, min_lr=1e-5))
+    peak = 1e-3 * 512 / 256
+    assert peak_lr(cfg) == pytest.approx(peak)
+    for s in range(10):  # linear warmup reaching the peak at the last warmup step
+        assert lr_at(s, cfg) == pytest.approx(peak * (s + 1) / 10)
+    for s in range(10, 100):
+        t = (s - 10) / 90
+        assert lr_at(s, cfg) == pytest.approx(1e-5 + (peak - 1e-5) * 0.5 * (1 + math.cos(math.pi * t)))
+    assert lr_at(10, cfg) == pytest.approx(peak)
+    assert lr_at(55, cfg) == pytest.approx((peak + 1e-5) / 2)
+    lrs = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    # warmup given as a fraction; lr given outright
+    frac = resolve(TrainConfig(steps=200, warmup=0.1, batch_size=256, base_lr=1e-3))
+    assert lr_at(19, frac) == pytest.approx(1e-3) and lr_at(0, frac) == pytest.approx(1e-3 / 20)
+    assert peak_lr(resolve(TrainConfig(lr=3e-4, batch_size=4096))) == 3e-4
+    assert resolve(TrainConfig(preset="vit-b")).base_lr == 1.5e-4
+
+
+# ----------------------------------------------------------------------------- weight decay
+def test_weight_decay_groups():
+    mff = build_model("mff", "tiny", **SMALL)
+    decay, no_decay = group_names(mff)
+    for name in ("fusion.logits", "fusion.projections.0.weight", "fusion.projections.0.bias",
+                 "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.weight",
+                 "decoder_embed.weight", "decoder_pred.weight"):
+        assert name in decay, name
+    for name in ("cls_token", "mask_token", "norm.weight", "norm.bias", "blocks.0.norm1.weight",
+                 "blocks.0.attn.qkv.bias", "decoder_norm.bias", "decoder_embed.bias",
+                 "patch_embed.proj.bias"):
+        assert name in no_decay, name
+    trainable = {n for n, p in mff.named_parameters() if p.requires_grad}
+    assert set(decay) | set(no_decay) == trainable and not set(decay) & set(no_decay)
+    assert "pos_embed" not in trainable  # fixed sin-cos
+    mae = build_model("mae", "tiny", mask_token_in_encoder=True, **SMALL)
+    decay, no_decay = group_names(mae)
+    assert "encoder_mask_token" in no_decay and not any(n.startswith("fusion") for n in decay)
+
+
+# ----------------------------------------------------------------------------- runs
+def test_exact_resume_mff(tmp_path):
+    straight = train(small_cfg(tmp_path / "a", accum_steps=2))
+    first = train(small_cfg(tmp_path / "b", accum_steps=2, stop_after=3))
+    assert first.step == 3 and read_checkpoint(tmp_path / "b/checkpoint.pt")["step"] == 3
+    # a line logged after the checkpoint (as if the run had crashed later) is dropped on resume
+    with open(tmp_path / "b/metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 0.0}) + "\n")
+    second = train(small_cfg(tmp_path / "b", accum_steps=2, resume=True))
+    assert second.step == straight.step == 6
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert wa.keys() == wb.keys() and "fusion.logits" in wa
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0), k
+    assert not torch.equal(wa["fusion.logits"], torch.ones_like(wa["fusion.logits"]))  # trained
+    oa = read_checkpoint(tmp_path / "a/checkpoint.pt")["optimizer"]["state"]
+    ob = read_checkpoint(tmp_path / "b/checkpoint.pt")["optimizer"]["state"]
+    assert all(torch.allclose(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"], atol=1e-9) for i in oa)
+    assert [r["step"] for r in metrics(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
+    la, lb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], abs=1e-6)
+
+
+def test_metrics_config_snapshots_and_checkpoint(tmp_path):
+    cfg = small_cfg(tmp_path, log_every=2, snapshot_every=3)
+    result = train(cfg)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    rcfg = resolve(cfg)
+    for r in rows:
+        assert {"step", "loss", "lr", "images_per_s", "epoch", "fusion_weights",
+                "fused_layers"} <= r.keys()
+        assert math.isfinite(r["loss"]) and r["images_per_s"] > 0
+        assert r["lr"] == pytest.approx(lr_at(r["step"] - 1, rcfg))  # lr used by that step
+        assert r["fused_layers"] == [0, 1] and len(r["fusion_weights"]) == 2
+        assert sum(r["fusion_weights"]) == pytest.approx(1.0, abs=1e-5)
+    assert r["epoch"] == pytest.approx(6 * 8 / len_builtin(16))
+    assert "heldout_loss" in rows[-1] and "heldout_loss" not in rows[0]
+    assert rows[-1]["heldout_loss"] == pytest.approx(result.heldout_loss)
+    conf = json.loads((tmp_path / "config.json").read_text())
+    assert conf["model"]["depth"] == 2 and conf["model"]["kind"] == "mff"
+    assert conf["train"]["steps"] == 6 and conf["train"]["batch_size"] == 8
+    # snapshots: original | masked | reconstruction, 4 held-out images, scaled x4
+    snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert snaps == ["step_000003.png", "step_000006.png"]
+    with Image.open(tmp_path / "snapshots/step_000006.png") as im:
+        assert im.size == (3 * 16 * 4, 4 * 16 * 4)
+    assert any((tmp_path / "tb").iterdir())
+    # the checkpoint: our layout (loads with load_checkpoint) + full training state
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "rng", "train_config", "data_position", "step"} <= ck.keys()
+    assert ck["data_position"]["samples_seen"] == 48 and ck["train_config"]["steps"] == 6
+    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert model.checkpoint_info.step == 6 and model.cfg.kind == "mff"
+    # the held-out loss is reproducible from the saved model
+    from workbench.data import heldout_batch
+    imgs, _ = heldout_batch(16, 8)
+    assert evaluate(model, imgs, seed=0) == pytest.approx(result.heldout_loss, rel=1e-5)
+
+
+def len_builtin(size):
+    from workbench.data import BuiltinPhotos
+    return len(BuiltinPhotos(size, "train"))
+
+
+def test_evaluate_uses_fixed_masks():
+    torch.manual_seed(0)
+    model = build_model("mae", "tiny", **SMALL)
+    imgs = torch.randn(6, 3, 16, 16)
+    a, b = evaluate(model, imgs, seed=0), evaluate(model, imgs, seed=0)
+    assert a == b and a != evaluate(model, imgs, seed=1)
+    assert model.training  # mode restored
+
+
+def test_training_lowers_the_heldout_loss(tmp_path):
+    cfg = small_cfg(tmp_path, model="mae", steps=20, batch_size=16, base_lr=2e-2, warmup=3,
+                    log_every=10, ckpt_every=0)
+    from workbench.data import heldout_batch
+    torch.manual_seed(0)
+    before = evaluate(build_model("mae", "tiny", **SMALL), heldout_batch(16, 8)[0], seed=0)
+    after = train(cfg).heldout_loss
+    assert after < 0.8 * before, (before, after)
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = MaskedAutoencoder.forward_loss
+
+    def poisoned(self, imgs, pred, mask):
+        calls["n"] += 1
+        loss = real(self, imgs, pred, mask)
+        return loss * float("nan") if calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 5\b.*checkpoint.*step 4"):
+        train(small_cfg(tmp_path, steps=8, ckpt_every=2))
+    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert model.checkpoint_info.step == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert max(r["step"] for r in metrics(tmp_path)) == 4
+
+
+def test_workers_give_the_same_run(tmp_path):
+    a = train(small_cfg(tmp_path / "w0", steps=2, num_workers=0, ckpt_every=0))
+    b = train(small_cfg(tmp_path / "w1", steps=2, num_workers=1, ckpt_every=0))
+    assert a.heldout_loss == b.heldout_loss
+    wa, wb = weights(tmp_path / "w0"), weights(tmp_path / "w1")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_train_on_an_image_folder(tmp_path):
+    root = tmp_path / "folder"
+    for c, colour in [("red", (200, 30, 30)), ("blue", (30, 30, 200))]:
+        (root / c).mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (24 + 4 * k, 20), colour).save(root / c / f"{k}.png")
+    (root / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(UserWarning):
+        result = train(small_cfg(tmp_path / "run", data=str(root), steps=2, ckpt_every=0))
+    assert result.step == 2 and math.isfinite(result.loss)
+    assert load_checkpoint(tmp_path / "run/checkpoint.pt").checkpoint_info.step == 2
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        train(small_cfg(tmp_path / "run2", data=str(tmp_path / "nope"), steps=1))
+
+
+def test_clear_errors_before_training(tmp_path):
+    with pytest.raises(ValueError, match="divisible by ranks"):
+        train(small_cfg(tmp_path / "x", batch_size=6, accum_steps=4))
+    with pytest.raises(ValueError, match="smaller than ranks"):
+        train(small_cfg(tmp_path / "x", batch_size=2, accum_steps=4))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="not writable"):
+        train(small_cfg(blocker / "run"))
+    train(small_cfg(tmp_path / "done", steps=1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(small_cfg(tmp_path / "done", steps=1))
+
+
+# ----------------------------------------------------------------------------- DDP
+DDP_SCRIPT = """
+import json, sys
+from workbench.train import TrainConfig, train
+train(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
+    """2 CPU ranks x 4 images == 1 process x 8 images (masks and crops are per sample)."""
+    cfg = small_cfg(tmp_path / "single", steps=4, clip_grad=1.0, log_every=1, ckpt_every=0)
+    train(cfg)
+    # each rank also accumulates 2 micro-batches of 2 (covers DDP's no_sync path)
+    ddp = small_cfg(tmp_path / "ddp", steps=4, clip_grad=1.0, log_every=1, ckpt_every=0,
+                    accum_steps=2)
+    script = tmp_path / "run_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), json.dumps(ddp.to_dict())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ws, wd = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    assert ws.keys() == wd.keys()
+    for k in ws:
+        a, b = ws[k].clone(), wd[k].clone()
+        if k.endswith("attn.qkv.bias"):
+            # The key bias shifts every attention logit of a query equally, so softmax ignores it:
+            # its true gradient is 0 and Adam turns the rounding noise of that 0 into steps of up
+            # to lr. Checked loosely; everything else must agree to float precision.
+            d = a.shape[0] // 3
+            assert (a[d:2 * d] - b[d:2 * d]).abs().max() < 4 * peak_lr(resolve(cfg))
+            a[d:2 * d] = b[d:2 * d] = 0
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (k, (a - b).abs().max())
+    ls, ld = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    assert [r["loss"] for r in ls] == pytest.approx([r["loss"] for r in ld], abs=1e-5)
+    assert len(ld) == 4  # one line per step, written by rank 0 only
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_train_info_and_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "mae", "--steps", "4", "--batch-size", "8", "--out", str(out),
+               "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,
+               "--set", "snapshot_every=0", "--set", "base_lr=1e-2"])
+    assert rc == 0
+    assert {"checkpoint.pt", "metrics.jsonl", "config.json"} <= {p.name for p in out.iterdir()}
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["model"]["mask_ratio"] == 0.5 and conf["model"]["embed_dim"] == 64
+    assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["model"] == "mae"
+    assert [r["step"] for r in metrics(out)] == [2, 4]
+    capsys.readouterr()
+    assert main(["info", str(out / "checkpoint.pt")]) == 0
+    text = capsys.readouterr().out
+    assert "workbench" in text and "embed_dim" in text
+    info = {line.split()[0]: line.split(None, 1)[1] for line in text.splitlines()}
+    assert info["layout"] == "workbench" and info["step"] == "4" and info["model"] == "mae"
+    # resume to more steps from the command line
+    again = ["train", "--model", "mae", "--steps", "6", "--batch-size", "8", "--out", str(out),
+             "--resume", "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,
+             "--set", "snapshot_every=0", "--set", "base_lr=1e-2"]
+    assert main(again) == 0
+    assert [r["step"] for r in metrics(out)] == [2, 4, 6]
+    assert load_checkpoint(out / "checkpoint.pt").checkpoint_info.step == 6
+    # resuming into a different model is refused with a message
+    capsys.readouterr()
+    assert main(again[:4] + ["8"] + again[5:] + ["--set", "depth=3"]) == 1
+    assert "different model" in capsys.readouterr().err
+    # an existing run without --resume is refused
+    assert main([a for a in again if a != "--resume"]) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_cli_unknown_setting_and_existing_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "x"), "--set", "dept=3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown setting 'dept'" in err and "depth" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--set", "novalue"])
+    assert "key=value" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing.pt")]) == 1
+    assert "not found" in capsys.readouterr().err

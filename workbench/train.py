@@ -1,0 +1,544 @@
+"""The training loop: one function, ``train(cfg)``, for a single process or torchrun DDP.
+
+Determinism: every random choice of a step -- which images, their crops and flips, their masks --
+is a function of (seed, step, position in the global batch) only (see ``data.StepBatches``). So a
+run gives the same weights on 1 or N ranks (same global batch, up to float rounding of the gradient
+all-reduce), and a resumed run continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from .checkpoints import atomic_save, checkpoint_dict, read_checkpoint
+from .config import ModelConfig, model_config
+from .data import StepBatches, build_dataset, fixed_batch, unnormalize
+from .models import MaskedAutoencoder, model_from_config
+from .models.masking import Masking, mask_patches
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Defaults per preset for the fields left as None. tiny: a few minutes on a 2-core CPU.
+PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(steps=300, batch_size=64, base_lr=4e-3),
+    # the papers' recipe: batch 4096, base lr 1.5e-4, 800 ImageNet epochs (~250k steps)
+    "paper": dict(steps=250_000, batch_size=4096, base_lr=1.5e-4),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``None`` fields take the preset's default."""
+
+    model: str = "mff"  # "mae" | "mff"
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
+    data: str = "builtin"  # "builtin" or an image folder
+    steps: int | None = None  # optimizer steps (schedule length)
+    stop_after: int | None = None  # stop early at this step (checkpointed), schedule unchanged
+    batch_size: int | None = None  # global batch, over all ranks and accumulation steps
+    accum_steps: int = 1
+    base_lr: float | None = None  # peak lr = base_lr * batch_size / 256
+    lr: float | None = None  # absolute peak lr; overrides base_lr
+    min_lr: float = 0.0
+    warmup: float = 0.05  # warmup steps; a value < 1 is a fraction of ``steps``
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None  # max gradient norm
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    compile: bool = False
+    seed: int = 0
+    out: str = "runs/mff-tiny"
+    resume: bool = False
+    ckpt_every: int = 200  # steps; 0: only at the end
+    log_every: int = 10
+    snapshot_every: int = 200  # reconstruction PNGs; 0: off
+    eval_images: int = 64  # held-out images for the final held-out loss
+    num_workers: int = 0  # DataLoader workers (0: load in the training process)
+    threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
+    progress: bool = True  # tqdm bar (only on a terminal)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float  # mean training loss of the last logged interval
+    heldout_loss: float | None
+    images_per_s: float
+    wall_s: float
+    out: str
+    checkpoint: str
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- settings
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill the ``None`` defaults from the preset and check every setting."""
+    defaults = PRESET_TRAIN_DEFAULTS["tiny" if cfg.preset == "tiny" else "paper"]
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
+                                      if getattr(cfg, k) is None})
+    cfg.betas = tuple(cfg.betas)
+    for name in ("steps", "batch_size", "accum_steps", "log_every"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    for name in ("ckpt_every", "snapshot_every", "num_workers", "eval_images", "threads"):
+        v = getattr(cfg, name)
+        if name == "threads" and v is None:
+            continue
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {getattr(cfg, name)!r}")
+    for name in ("base_lr", "lr", "min_lr", "warmup", "weight_decay", "clip_grad"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
+        raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return cfg
+
+
+def build_model_config(cfg: TrainConfig) -> ModelConfig:
+    return model_config(cfg.model, cfg.preset, **cfg.model_overrides)
+
+
+def peak_lr(cfg: TrainConfig) -> float:
+    """The linear scaling rule: ``base_lr * batch_size / 256`` (unless ``lr`` is given)."""
+    return cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size / 256
+
+
+def warmup_steps(cfg: TrainConfig) -> int:
+    return int(round(cfg.warmup * cfg.steps)) if cfg.warmup < 1 else int(cfg.warmup)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of (0-based) optimizer step ``step``: linear warmup to the peak over the
+    warmup steps, then half a cosine down to ``min_lr`` at ``steps``."""
+    peak, warm = peak_lr(cfg), warmup_steps(cfg)
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def param_groups(model: MaskedAutoencoder, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay on norms, biases, position embeddings and tokens (1-D parameters
+    and ``model.no_weight_decay()``), but decay on MFF's fusion logits and projections."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("fusion."):  # MFF: logits (1-D) and projections are decayed
+            decay.append(p)
+        elif p.ndim <= 1 or name in skip or name.split(".")[-1] in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def group_names(model: MaskedAutoencoder, weight_decay: float = 0.05) -> tuple[list[str], list[str]]:
+    """(decayed, not decayed) parameter names, for inspection and tests."""
+    ids = {id(p): n for n, p in model.named_parameters()}
+    g = param_groups(model, weight_decay)
+    return [ids[id(p)] for p in g[0]["params"]], [ids[id(p)] for p in g[1]["params"]]
+
+
+# ----------------------------------------------------------------------------- helpers
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> Dist:
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; NCCL on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    here = not dist.is_initialized()
+    if here:
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank, world, local, here)
+
+
+def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        name = cfg.device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def pick_precision(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 (with a GradScaler) needs a CUDA device; use fp32/bf16")
+    return cfg.precision
+
+
+def masks_for(seeds: list[int], grid: int, ratio: float, strategy: str,
+              device: torch.device) -> Masking:
+    """One mask per sample, each drawn from its own seed: independent of batch split."""
+    parts = [mask_patches(1, grid, ratio, strategy, torch.Generator().manual_seed(s))
+             for s in seeds]
+    return Masking(*(torch.cat([getattr(m, f) for m in parts]).to(device)
+                     for f in ("ids_keep", "ids_restore", "mask")))
+
+
+def rng_state() -> dict:
+    """Global RNG states in weights-only-loadable form (tensors, ints, lists)."""
+    np_state = np.random.get_state()
+    py = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                      float(np_state[4])]}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    n = s["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float = 0.75,
+             seed: int = 0, batch_size: int = 256) -> float:
+    """Masked-reconstruction loss on ``imgs`` with fixed masks (chunk ``i`` uses ``seed + i``);
+    eval mode, no grad, mode restored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i, chunk in enumerate(imgs.split(batch_size)):
+        out = model(chunk.to(device), mask_ratio=mask_ratio, seed=seed + i)
+        total += float(out.loss) * len(chunk)
+        count += len(chunk)
+    model.train(was_training)
+    return total / max(1, count)
+
+
+@torch.no_grad()
+def reconstruction_grid(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int = 0,
+                        scale: int = 4):
+    """A PIL image, one row per image: original | masked | reconstruction (visible patches
+    pasted back). With norm_pix_loss each predicted patch is un-normalised with the mean and
+    variance of the true patch, as in the MAE demo."""
+    from PIL import Image
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    imgs = imgs.to(device)
+    out = model(imgs, seed=seed)
+    pred = out.pred.float()  # [B, N, p*p*3]
+    if model.cfg.norm_pix_loss:
+        target = model.patchify(imgs.float())
+        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        pred = pred * (var + 1e-6) ** 0.5 + mean
+    model.train(was_training)
+    mask = out.mask.unsqueeze(-1).expand(-1, -1, pred.shape[-1]).float()  # [B, N, p*p*3]
+    visible = 1 - model.unpatchify(mask)  # [B, 3, S, S], 1 = visible pixel
+    patches = model.patchify(imgs.float())
+    recon = model.unpatchify(pred * mask + patches * (1 - mask))
+    rows = [torch.cat([unnormalize(a), unnormalize(a) * v, unnormalize(c)], dim=2)
+            for a, v, c in zip(imgs.float(), visible, recon)]  # each [3, S, 3S], masked = black
+    grid = torch.cat(rows, dim=1).cpu()  # [3, B*S, 3S]
+    arr = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"output directory {out} is not writable: {e}") from e
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) a model as ``cfg`` says; rank 0 writes ``cfg.out``."""
+    cfg = resolve(cfg)
+    mcfg = build_model_config(cfg)
+    want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    dd = setup_distributed("cuda" if want_cuda else "cpu")
+    try:
+        return _train(cfg, mcfg, dd)
+    finally:
+        if dd.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg, dd.local_rank)
+    precision = pick_precision(cfg, device)
+    if cfg.batch_size < dd.world * cfg.accum_steps:
+        raise ValueError(f"batch size {cfg.batch_size} is smaller than ranks ({dd.world}) x "
+                         f"accum_steps ({cfg.accum_steps}): every rank needs >= 1 image a step")
+    if cfg.batch_size % (dd.world * cfg.accum_steps):
+        raise ValueError(f"batch size {cfg.batch_size} must be divisible by ranks ({dd.world}) x "
+                         f"accum_steps ({cfg.accum_steps})")
+    out = Path(cfg.out)
+    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    problem = None
+    if dd.main:  # before any training: is the output directory usable?
+        try:
+            check_writable(out)
+            if ckpt_path.exists() and not cfg.resume:
+                raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, "
+                                      f"or choose another --out")
+        except OSError as e:
+            problem = e
+    if dd.world > 1:  # every rank stops if rank 0 cannot start
+        flag = torch.tensor([float(problem is not None)], device=device)
+        dist.all_reduce(flag)
+        if float(flag) and problem is None:
+            raise RuntimeError("rank 0 could not start the run; see its error message")
+    if problem is not None:
+        raise problem
+
+    # model, optimizer, schedule -- identical on every rank (same seed)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    model = model_from_config(mcfg).to(device)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr(cfg),
+                            betas=cfg.betas, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / peak_lr(cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step = 0
+    if cfg.resume and ckpt_path.exists():
+        ck = read_checkpoint(ckpt_path, map_location="cpu")
+        if ck.get("config") != mcfg.to_dict():
+            raise ValueError(f"cannot resume {ckpt_path}: it holds a different model "
+                             f"({ck.get('config')}) than requested ({mcfg.to_dict()})")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+        step = int(ck["step"])
+        before = ck.get("train_config", {})
+        changed = [k for k in ("batch_size", "seed", "data", "accum_steps")
+                   if k in before and before[k] != getattr(cfg, k)]
+        if changed and dd.main:
+            warnings.warn(f"resuming {ckpt_path} with a different {', '.join(changed)}: the run "
+                          f"continues, but not as the original run would have")
+    elif cfg.resume and dd.main:
+        print(f"[train] no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
+    stop = cfg.stop_after or cfg.steps
+
+    # data: this rank's share of every global batch, a pure function of (seed, step)
+    data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True)
+    order = StepBatches(len(data), cfg.batch_size, cfg.seed, cfg.accum_steps, dd.rank, dd.world,
+                        start_step=step, steps=stop)
+    loader = DataLoader(data, batch_sampler=order, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    try:  # fixed held-out images: snapshots and the final held-out loss
+        fixed = fixed_batch(cfg.data, mcfg.img_size, max(4, cfg.eval_images), "heldout", 0)[0]
+    except ValueError as e:  # e.g. a small folder without held-out files
+        warnings.warn(f"{e}: snapshots and the final loss use training images instead")
+        fixed = fixed_batch(cfg.data, mcfg.img_size, max(4, cfg.eval_images), "train", 0)[0]
+
+    raw = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if dd.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    model.train()
+
+    # files (rank 0): config, metrics without lines past the resumed step, TensorBoard
+    writer = None
+    if dd.main:
+        (out / "config.json").write_text(json.dumps(
+            {"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2))
+        kept = [r for r in read_metrics(metrics_path) if int(r.get("step", 0)) <= step]
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+        except ImportError:
+            print("[train] tensorboard not installed: no TensorBoard logs", file=sys.stderr)
+
+    def save(at: int) -> None:
+        if not dd.main:
+            return
+        if not finite_weights(raw):
+            raise TrainingDiverged(f"weights are not finite at step {at}; checkpoint not written")
+        atomic_save(checkpoint_dict(
+            raw, step=at, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+            scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=rng_state(),
+            train_config=cfg.to_dict(),
+            data_position={"step": at, "samples_seen": at * cfg.batch_size,
+                           "epoch": at * cfg.batch_size / len(data)}), ckpt_path)
+
+    def log(record: dict) -> None:
+        if not dd.main:
+            return
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    writer.add_scalar(f"train/{k}", v, record["step"])
+            for layer, w in zip(record.get("fused_layers", []), record.get("fusion_weights", [])):
+                writer.add_scalar(f"fusion/block_{layer}", w, record["step"])
+
+    bar = None
+    if dd.main and cfg.progress and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=stop, initial=step, desc=f"{mcfg.kind}-{cfg.preset}", dynamic_ncols=True)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
+                              else torch.float16, enabled=precision in ("bf16", "fp16"))
+    batches = iter(loader)
+    last_ckpt = step if ckpt_path.exists() and cfg.resume else None
+    t_start = t_log = time.perf_counter()
+    seen_log, loss_sum, loss_n, ips, last_loss = 0, 0.0, 0, 0.0, float("nan")
+    heldout = None
+    while step < stop:
+        # ---- one optimizer step: accum_steps micro-batches of this rank's share
+        lr = opt.param_groups[0]["lr"]
+        step_loss = torch.zeros((), device=device)
+        for micro in range(cfg.accum_steps):
+            imgs, _ = next(batches)  # [b, 3, S, S], b = batch / (ranks * accum)
+            imgs = imgs.to(device, non_blocking=True)
+            masking = masks_for(order.mask_seeds(step, micro), mcfg.grid_size, mcfg.mask_ratio,
+                                mcfg.mask_strategy, device)
+            last = micro == cfg.accum_steps - 1
+            with (model.no_sync() if dd.world > 1 and not last else contextlib.nullcontext()):
+                with autocast:
+                    loss = model(imgs, masking=masking).loss / cfg.accum_steps
+                scaler.scale(loss).backward()  # DDP all-reduces gradients on the last micro
+            step_loss += loss.detach()
+        if dd.world > 1:
+            dist.all_reduce(step_loss)
+            step_loss /= dd.world
+        loss_value = float(step_loss)
+        if not math.isfinite(loss_value):
+            where = f"{ckpt_path} (step {last_ckpt})" if last_ckpt is not None else "none written"
+            raise TrainingDiverged(f"loss is {loss_value} at step {step + 1}; training stopped. "
+                                   f"Last good checkpoint: {where}. Try a lower lr, clip_grad or "
+                                   f"fp32")
+        if cfg.clip_grad:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip_grad)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        step += 1
+        loss_sum, loss_n, seen_log = loss_sum + loss_value, loss_n + 1, seen_log + cfg.batch_size
+
+        # ---- bookkeeping
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.log_every == 0 or step == stop:
+            now = time.perf_counter()
+            ips = seen_log / max(now - t_log, 1e-9)
+            last_loss = loss_sum / loss_n
+            record = {"step": step, "loss": last_loss, "lr": lr, "images_per_s": ips,
+                      "epoch": step * cfg.batch_size / len(data)}
+            if mcfg.kind == "mff":
+                record["fusion_weights"] = [float(w) for w in raw.fusion_weights()]
+                record["fused_layers"] = raw.fused_layers
+            if step == stop and cfg.eval_images:
+                heldout = evaluate(raw, fixed[:cfg.eval_images], mask_ratio=mcfg.mask_ratio,
+                                   seed=cfg.seed)
+                record["heldout_loss"] = heldout
+            log(record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
+            t_log, seen_log, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == stop:
+            save(step)
+            last_ckpt = step
+        if dd.main and cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == stop):
+            (out / "snapshots").mkdir(exist_ok=True)
+            reconstruction_grid(raw, fixed[:4], seed=cfg.seed).save(
+                out / "snapshots" / f"step_{step:06d}.png")
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    wall = time.perf_counter() - t_start
+    if dd.main:
+        msg = f"[train] {mcfg.kind}-{cfg.preset}: step {step}/{cfg.steps}, loss {last_loss:.4f}"
+        if heldout is not None:
+            msg += f", held-out loss {heldout:.4f}"
+        print(msg + f", {wall:.1f} s; checkpoint {ckpt_path}", file=sys.stderr)
+    return TrainResult(step=step, loss=last_loss, heldout_loss=heldout, images_per_s=ips,
+                       wall_s=wall, out=str(out), checkpoint=str(ckpt_path))
