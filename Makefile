@@ -4,8 +4,10 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
+LAB_PORT ?= 8888
 
-.PHONY: env test test-slow figures bench lab clean
+.PHONY: env test test-slow test-browser figures bench lab clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,15 +22,41 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
+# Real JupyterLab + headless Chromium (Playwright drives the system Chromium; no browser download).
+# Screenshots go to test-output/browser/.
+test-browser: $(STAMP)
+	@test -x $(CHROMIUM) || { echo "make test-browser needs Chromium at $(CHROMIUM): apt-get install chromium (or CHROMIUM=/path/to/chromium make test-browser)" >&2; exit 2; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --upgrade-strategy only-if-needed -e ".[test,browser]"
+	MIM_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
 figures: $(STAMP)
 	@test -f analysis/make_figures.py || { echo "analysis/make_figures.py is not written yet (see the notebooks issue)"; exit 2; }
 	$(PY) analysis/make_figures.py
 
-bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# Benchmarks against peers (bench/README.md): each script writes bench/results/<name>.json, then
+# bench/report.py prints the summary table. gpu.py writes a "skipped" result without CUDA.
+# BENCH_FIGURES=1 also times `make figures` end to end in a temp dir (slow: 15+ min on 2 cores);
+# BENCH_THREADS=1 pins torch to one thread (steadier on a machine shared with other jobs).
+BENCH_FIGURES ?= 0
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --upgrade-strategy only-if-needed -e ".[test,bench]"
+	@touch $(BENCH_STAMP)
 
+bench: $(BENCH_STAMP)
+	@failed=""; for b in train_step hessian slider gpu $(if $(filter 1,$(BENCH_FIGURES)),figures); do \
+		echo "== bench/$$b.py"; $(PY) bench/$$b.py || failed="$$failed $$b"; done; \
+	$(PY) bench/report.py; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+# JupyterLab on notebooks/ with this venv's kernel (the package is installed editable), bound to
+# 127.0.0.1 with a fresh token; LAB_PORT=9999 make lab for another port.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1
+	@token=$$($(PY) -c "import secrets; print(secrets.token_hex(24))"); \
+	echo ""; echo "JupyterLab: http://127.0.0.1:$(LAB_PORT)/lab?token=$$token"; echo "(Ctrl-C to stop)"; echo ""; \
+	JUPYTER_PREFER_ENV_PATH=1 exec $(PY) -m jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
+		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks --IdentityProvider.token=$$token \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf runs figures .pytest_cache

@@ -12,6 +12,7 @@ is 1 if anything failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import html
 import json
@@ -99,7 +100,9 @@ def load_parameter_sets(path: Path) -> list[dict]:
     return sets
 
 
-def run_notebook(entry: dict, out: Path, common: dict) -> dict:
+def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
+    """Execute one notebook into ``out/<name>/``; the record carries its provenance (parameters,
+    checkpoints with SHA-256, package versions, git commit, seconds) so each figure stands alone."""
     import papermill as pm
 
     name = entry["name"]
@@ -107,7 +110,9 @@ def run_notebook(entry: dict, out: Path, common: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     params = {**common, **entry.get("parameters", {}), "OUTPUT_DIR": str(folder)}
     record = {"name": name, "notebook": entry["notebook"], "parameters": params,
-              "executed": str((folder / entry["notebook"]).relative_to(out))}
+              "executed": str((folder / entry["notebook"]).relative_to(out)),
+              "checkpoints": meta["checkpoints"], "versions": meta["versions"],
+              "git_commit": meta["git_commit"]}
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(NOTEBOOKS / entry["notebook"]), str(folder / entry["notebook"]),
@@ -183,12 +188,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", help="run only these figure names")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every notebook (YAML value)")
+    p.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for another batch writing the same --out "
+                        "(default: as long as it takes; 0: fail at once)")
     args = p.parse_args(argv)
+
+    from workbench.checkpoints import FileLocked, file_lock, remove_stale_temps
+
+    # One batch at a time per gallery folder: two batches into the same figures/ would mix their
+    # files. The OS drops the lock when a batch exits, even when it is killed.
+    try:
+        with file_lock(args.out / ".lock", args.lock_timeout, holder="another make_figures run"):
+            remove_stale_temps(args.out)  # left by a batch killed while writing the gallery
+            return run_batch(args, p)
+    except FileLocked as e:
+        print(f"[figures] error: {e}", file=sys.stderr)
+        return 1
+
+
+def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    """Checkpoints, notebooks, gallery -- run while holding ``OUT/.lock``."""
+    from workbench.checkpoints import CheckpointError, file_lock, read_checkpoint
 
     for flag in ("mae", "mff"):
         given = getattr(args, flag)
         if given is not None and not given.exists():
             p.error(f"--{flag} checkpoint not found: {given}")
+        if given is not None:  # truncated, half-written, not a checkpoint: say so before any work
+            try:
+                read_checkpoint(given)
+            except (CheckpointError, OSError) as e:
+                p.error(f"--{flag} checkpoint cannot be used: {e}")
     sets = load_parameter_sets(args.params)
     if args.only:
         unknown = set(args.only) - {s["name"] for s in sets}
@@ -197,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         sets = [s for s in sets if s["name"] in args.only]
 
     t0 = time.perf_counter()
-    ckpts = {k: getattr(args, k) or ensure_run(k, args.runs, args.steps, args.train_arg)
-             for k in ("mae", "mff")}
+    trains = not (args.mae and args.mff)  # batches sharing --runs take turns to (re)train there
+    runs_lock = (file_lock(args.runs / ".lock", holder="another make_figures run") if trains
+                 else contextlib.nullcontext())
+    with runs_lock:
+        ckpts = {k: getattr(args, k) or ensure_run(k, args.runs, args.steps, args.train_arg)
+                 for k in ("mae", "mff")}
     train_seconds = round(time.perf_counter() - t0, 1)
     common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
               "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
@@ -218,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         bar = sets
     for entry in bar:
-        records.append(run_notebook(entry, args.out, common))
+        records.append(run_notebook(entry, args.out, common, meta))
         print(f"[figures] {entry['name']}: {records[-1]['status']} ({records[-1]['seconds']} s)")
     manifest = {**meta, "figures": records}
     atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=2))

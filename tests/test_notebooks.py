@@ -10,6 +10,7 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
+import torch
 import yaml
 
 from workbench.train import TrainConfig, train
@@ -44,7 +45,7 @@ def common(runs, out_dir: Path) -> dict:
 TINY = {
     "reconstruction.ipynb": {"N_IMAGES": 2, "HIGH_RATIOS": [0.9]},
     "mask_sampling.ipynb": {"N_IMAGES": 2},
-    "fusion_weights.ipynb": {},
+    "fusion_weights.ipynb": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16},
     "frequency.ipynb": {"N_IMAGES": 8, "SUBLAYERS": True},
     "hessian.ipynb": {"N_BATCHES": 2, "BATCH_SIZE": 4, "TOP_K": 2, "PARAMS": "encoder"},
     "linear_probe.ipynb": {"N_PROBE": 48},
@@ -55,7 +56,8 @@ TINY = {
 EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
     "reconstruction.ipynb": ["reconstruction_r75.png", "reconstruction_r90.svg", "slider_latency.json"],
     "mask_sampling.ipynb": ["mask_sampling_mae.png", "mask_sampling_mff-mae.json"],
-    "fusion_weights.ipynb": ["fusion_weights.png", "fusion_weights_interactive.html", "claims.json"],
+    "fusion_weights.ipynb": ["fusion_weights.png", "fusion_weights_interactive.html",
+                             "fusion_weights_supervised.png", "claims.json"],
     "frequency.ipynb": ["frequency.png", "last_layer_spectrum.svg", "claims.json"],
     "hessian.ipynb": ["hessian_spectrum.png", "hessian_spectrum.json", "claims.json"],
     "linear_probe.ipynb": ["linear_probe.png", "claims.json"],
@@ -103,7 +105,8 @@ class _Links(HTMLParser):
 def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
     params = tmp_path / "figures.yaml"
     params.write_text(yaml.safe_dump([
-        {"name": "fusion_weights", "notebook": "fusion_weights.ipynb"},
+        {"name": "fusion_weights", "notebook": "fusion_weights.ipynb",
+         "parameters": {"SUPERVISED_STEPS": 0}},
         {"name": "mask_sampling", "notebook": "mask_sampling.ipynb", "parameters": {"N_IMAGES": 1}},
         {"name": "broken", "notebook": "mask_sampling.ipynb", "parameters": {"MASK_RATIO": 1.5}},
     ]))
@@ -117,6 +120,10 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
     broken = next(f for f in manifest["figures"] if f["name"] == "broken")
     assert "mask_ratio" in broken["error"]
     assert manifest["checkpoints"]["mae"]["sha256"] == make_figures.sha256(runs["mae"])
+    for f in manifest["figures"]:  # each figure carries its own provenance
+        assert f["checkpoints"]["mff"]["sha256"] == make_figures.sha256(runs["mff"])
+        assert f["versions"]["torch"] == torch.__version__ and "git_commit" in f
+        assert f["parameters"]["OUTPUT_DIR"].endswith(f["name"]) and f["seconds"] >= 0
     assert "torch" in manifest["versions"] and manifest["git_commit"]
     for fig in manifest["figures"]:
         assert fig["seconds"] >= 0 and fig["parameters"]["OUTPUT_DIR"].endswith(fig["name"])

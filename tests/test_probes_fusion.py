@@ -60,10 +60,16 @@ def test_errors(tmp_path):
         fusion_history(mae)
     with pytest.raises(ValueError, match="normalised"):
         fusion_history(write_run(tmp_path / "logits", weights=[[1.0, 2.0, 0.5, 0.1]]))
-    bad = write_run(tmp_path / "bad")
-    with open(bad / "metrics.jsonl", "a") as f:
-        f.write("{not json\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:8"):
+    cut = write_run(tmp_path / "cut")  # a last line cut short by a killed run: skipped
+    with open(cut / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "fusion_weig')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:8 is an incomplete last record"):
+        assert fusion_history(cut).weights.tolist() == WEIGHTS
+    bad = write_run(tmp_path / "bad")  # a damaged line before others: an error naming it
+    text = (bad / "metrics.jsonl").read_text().splitlines()
+    text.insert(2, "{not json")
+    (bad / "metrics.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:3 is not valid JSON"):
         fusion_history(bad)
     with pytest.raises(ValueError, match="4 fusion weights"):
         fusion_history(write_run(tmp_path / "n", layers=(0, 3), with_layers=True))

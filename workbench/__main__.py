@@ -92,8 +92,9 @@ def cmd_train(args, parser) -> int:
     try:
         cfg = TrainConfig(**fields, model_overrides=overrides)
         train(cfg)
-    except (ValueError, TypeError, FileExistsError, PermissionError, FileNotFoundError,
-            TrainingDiverged) as e:
+    # OSError: a full disk, a run directory that is locked, unwritable or already used, missing
+    # data; every message names the problem (and, mid-run, the last good checkpoint)
+    except (ValueError, TypeError, OSError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

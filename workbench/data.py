@@ -11,7 +11,8 @@ ranks or workers.
 * a folder ``ROOT/<class>/<image>`` (ImageNet layout): ``ROOT/train`` and ``ROOT/val`` are used as
   the splits when both exist, else every 10th file of each class is held out. Unreadable files are
   skipped with a warning and counted (``dataset.skipped``); grayscale, palette, RGBA and 16-bit
-  images are converted to 8-bit RGB.
+  images are converted to 8-bit RGB, images smaller than the crop are upscaled by the crop's
+  resize, and both are counted (``dataset.converted``, ``dataset.report()``).
 
 The MAE transform is RandomResizedCrop(S, scale=(0.2, 1), bicubic) + horizontal flip + ImageNet
 normalisation; the eval transform is resize (shorter side S / 0.875) + center crop S + normalise.
@@ -22,6 +23,7 @@ import functools
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,24 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
         a = (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
         return np.repeat((a * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
     return np.array(img.convert("RGB"))  # a writable copy
+
+
+def conversions(mode: str, size: tuple[int, int], img_size: int) -> list[str]:
+    """What loading an image of PIL ``mode`` and ``size`` (w, h) changes, for the data log."""
+    notes = []
+    if mode.startswith("I;16"):
+        notes.append("16-bit -> 8-bit RGB")
+    elif mode in ("I", "F"):
+        notes.append(f"{'32-bit integer' if mode == 'I' else 'float'} -> 8-bit RGB")
+    elif mode in ("L", "1", "LA", "P", "PA"):
+        notes.append({"P": "palette", "PA": "palette"}.get(mode, "grayscale") + " -> RGB")
+    elif mode not in ("RGB", "RGBA"):
+        notes.append(f"{mode} -> RGB")
+    if mode in ("RGBA", "LA", "PA"):
+        notes.append("alpha dropped")
+    if min(size) < img_size:
+        notes.append(f"smaller than {img_size} px (upscaled)")
+    return notes
 
 
 def array_to_rgb(a: np.ndarray) -> np.ndarray:
@@ -314,12 +334,15 @@ class ImageFolder(ViewDataset):
                 found = [p for k, p in enumerate(found) if (k % 10 == 9) == (split == "heldout")]
             files += [(p, c) for p in found]
         verify = len(files) <= 5000 if verify is None else verify
+        self.root = base
         self.skipped: list[tuple[str, str]] = []
+        self.converted: Counter[str] = Counter()  # counted when files are verified at scan time
         self.samples: list[tuple[Path, int]] = []
         for p, c in files:
-            reason = self._check(p, full=verify)
+            reason, notes = self._inspect(p, full=verify, img_size=img_size)
             if reason is None:
                 self.samples.append((p, c))
+                self.converted.update(notes)
             else:
                 self.skipped.append((str(p), reason))
         if self.skipped:
@@ -330,16 +353,27 @@ class ImageFolder(ViewDataset):
         self._bad: set[int] = set()
 
     @staticmethod
-    def _check(path: Path, full: bool) -> str | None:
+    def _inspect(path: Path, full: bool, img_size: int) -> tuple[str | None, list[str]]:
+        """(why the file is skipped or None, the conversions loading it will make)."""
         if not full and path.suffix.lower() in IMAGE_EXTENSIONS:
-            return None
+            return None, []
         try:
             with Image.open(path) as img:
                 if full:
                     img.load()
-            return None
+                return None, conversions(img.mode, img.size, img_size)
         except Exception as e:  # noqa: BLE001 - any decoder error means "skip this file"
-            return f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}", []
+
+    def report(self) -> str:
+        """One line for the training log: images used, skipped and converted, with counts."""
+        text = f"{self.root}: {len(self.samples)} images in {len(self.classes)} classes"
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} unreadable (e.g. {self.skipped[0][0]})"
+        if self.converted:
+            text += "; converted: " + ", ".join(f"{n} {what}" for what, n in
+                                                sorted(self.converted.items()))
+        return text
 
     def __len__(self) -> int:
         return len(self.samples)

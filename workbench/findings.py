@@ -92,3 +92,14 @@ def high_mask_ratio_best(ratios, accuracies, losses=None) -> Claim:
     return Claim("MAE §4.1 (Fig. 5)", "a high mask ratio (about 75%) gives the best linear probe",
                  f"accuracy by training mask ratio: {text}; best at {best:.2f}",
                  0.6 <= best <= 0.9)
+
+
+def supervised_fusion_favors_last(history) -> Claim:
+    """MFF finding 4: a supervised ViT with the same fusion puts most weight on the last layer."""
+    w = np.asarray(history.weights, dtype=float)
+    top = int(np.argmax(w[-1]))
+    return Claim("MFF §3 (supervised ViT)",
+                 "with a supervised objective the same fusion puts most weight on the last layer",
+                 f"final weights {np.round(w[-1], 3).tolist()} over blocks {list(history.layers)}; "
+                 f"largest on block {history.layers[top]}; last-layer weight {w[0, -1]:.3f} → "
+                 f"{w[-1, -1]:.3f}", top == len(history.layers) - 1)

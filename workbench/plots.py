@@ -77,7 +77,7 @@ def reconstruction_grid(results: Mapping[str, Any], indices: Sequence[int] | Non
     idx = list(range(first.original.shape[0])) if indices is None else list(indices)
     rows = [(i, n) for i in idx for n in names]
     fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(2.0 * len(COLUMNS), 2.0 * len(rows)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")  # leaves room for the suptitle
     for r, (i, n) in enumerate(rows):
         res = results[n]
         for c, (field, label) in enumerate(COLUMNS):
@@ -90,7 +90,6 @@ def reconstruction_grid(results: Mapping[str, Any], indices: Sequence[int] | Non
         axes[r, 0].set_ylabel(f"{n}\n{masked}/{res.mask.shape[1]} masked", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -112,6 +111,11 @@ def fusion_weights_figure(history, title: str = "MFF fusion weights during pretr
     ax.set_xlabel("training step"), ax.set_ylabel("normalised weight"), ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     bx.bar([str(layer) for layer in history.layers], w[-1], color=colors)
+    uniform = 1 / len(history.layers)
+    lo, hi = min(w[-1].min(), uniform), max(w[-1].max(), uniform)
+    pad = max(0.15 * (hi - lo), 1e-3)
+    bx.set_ylim(max(0.0, lo - pad), hi + pad)  # zoomed: small moves stay visible
+    bx.axhline(uniform, color="grey", lw=0.8, ls=":")
     bx.set_xlabel("fused block"), bx.set_ylabel("final weight")
     bx.set_title(f"step {int(steps[-1])}", fontsize=10)
     fig.tight_layout()

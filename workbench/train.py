@@ -4,6 +4,13 @@ Determinism: every random choice of a step -- which images, their crops and flip
 is a function of (seed, step, position in the global batch) only (see ``data.StepBatches``). So a
 run gives the same weights on 1 or N ranks (same global batch, up to float rounding of the gradient
 all-reduce), and a resumed run continues exactly where it stopped.
+
+Reliability: every file is written atomically (temporary file + rename) or appended one whole line
+at a time, so a run killed at any point -- even by SIGKILL in the middle of a checkpoint -- leaves
+a loadable checkpoint and a directory that ``--resume`` continues. SIGINT / SIGTERM finish the
+current step, write a checkpoint and return normally (all DDP ranks stop at the same step). A
+NaN / inf loss, a full disk or an unwritable directory stop the run with the step and the last
+good checkpoint named; a lock file keeps a second run out of a directory in use.
 """
 from __future__ import annotations
 
@@ -13,7 +20,10 @@ import json
 import math
 import os
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +35,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from .checkpoints import atomic_save, checkpoint_dict, read_checkpoint
+from .checkpoints import (atomic_save, atomic_write, atomic_write_text, checkpoint_dict,
+                          file_lock, read_checkpoint, remove_stale_temps)
 from .config import ModelConfig, model_config
 from .data import StepBatches, build_dataset, fixed_batch, unnormalize
 from .models import MaskedAutoencoder, model_from_config
@@ -97,10 +108,16 @@ class TrainResult:
     wall_s: float
     out: str
     checkpoint: str
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run early
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class OutputError(OSError):
+    """The run's files cannot be written (disk full, unwritable); the message names the last good
+    checkpoint, which is left intact."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -319,9 +336,112 @@ def check_writable(out: Path) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``; a damaged line (a write cut short by a full disk) is
+    skipped with a warning."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{lineno} is not a complete JSON record; skipped")
+    return rows
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line with a single ``write`` on an O_APPEND descriptor: a killed process leaves
+    the whole line or none of it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = (line + "\n").encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+    finally:
+        os.close(fd)
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About the size of a training checkpoint: the weights and buffers plus AdamW's two moments
+    per trainable parameter."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return state + moments
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    """Refuse to start when ``out`` cannot hold one more checkpoint (it is written beside the old
+    one, then renamed over it)."""
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise OutputError(f"not enough free space in {out}: a checkpoint needs about "
+                          f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; free some space "
+                          f"or choose another --out")
+
+
+def raise_on_all_ranks(problem: Exception | None, dd: Dist, device: torch.device) -> None:
+    """Raise rank 0's ``problem`` there, and a pointer to it on the other ranks, so that no rank
+    waits forever for one that stopped."""
+    if dd.world > 1:
+        flag = torch.tensor([float(problem is not None)], device=device)
+        dist.all_reduce(flag)
+        if float(flag) and problem is None:
+            raise RuntimeError("rank 0 could not start the run; see its error message")
+    if problem is not None:
+        raise problem
+
+
+class StopRequest:
+    """SIGINT / SIGTERM -> a flag; the loop finishes its step, writes a checkpoint and returns.
+
+    Installed only in the main thread (Python delivers signals there), the previous handlers are
+    put back by :meth:`restore`. The same signal a second time stops at once with the previous
+    handler (KeyboardInterrupt for SIGINT, termination for SIGTERM); the checkpoint on disk is
+    then the previous one, which atomic writes keep intact.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # name of the first signal received
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signal != name:  # first request (or the other signal): stop after this step
+            self.signal = self.signal or name
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self.restore()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+    def agreed(self, dd: Dist, device: torch.device) -> bool:
+        """True on every rank when any rank was asked to stop: all ranks stop at the same step."""
+        if dd.world == 1:
+            return self.signal is not None
+        flag = torch.tensor([float(self.signal is not None)], device=device)
+        dist.all_reduce(flag)
+        return float(flag) > 0
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C (sent to the whole process group): the main process
+    finishes its step with them, then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -332,14 +452,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     dd = setup_distributed("cuda" if want_cuda else "cpu")
     try:
-        return _train(cfg, mcfg, dd)
+        with contextlib.ExitStack() as held:  # the run directory's lock (rank 0)
+            return _train(cfg, mcfg, dd, held)
     finally:
         if dd.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
-    if cfg.threads:
+def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist,
+           held: contextlib.ExitStack) -> TrainResult:
+    if cfg.threads:  # for this run only: a notebook or test process gets its setting back
+        held.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg, dd.local_rank)
     precision = pick_precision(cfg, device)
@@ -352,21 +475,22 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
     out = Path(cfg.out)
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
     problem = None
-    if dd.main:  # before any training: is the output directory usable?
+    if dd.main:  # before any training: is the output directory usable, and ours alone?
         try:
             check_writable(out)
+            held.enter_context(file_lock(out / ".lock", timeout=0,
+                                         holder="another training run"))
             if ckpt_path.exists() and not cfg.resume:
                 raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, "
                                       f"or choose another --out")
+            stale = remove_stale_temps(out) + remove_stale_temps(out / "snapshots")
+            if stale:
+                print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut "
+                      f"short (e.g. {stale[0].name}); the files they would have replaced are "
+                      f"intact", file=sys.stderr)
         except OSError as e:
             problem = e
-    if dd.world > 1:  # every rank stops if rank 0 cannot start
-        flag = torch.tensor([float(problem is not None)], device=device)
-        dist.all_reduce(flag)
-        if float(flag) and problem is None:
-            raise RuntimeError("rank 0 could not start the run; see its error message")
-    if problem is not None:
-        raise problem
+    raise_on_all_ranks(problem, dd, device)  # every rank stops if rank 0 cannot start
 
     # model, optimizer, schedule -- identical on every rank (same seed)
     torch.manual_seed(cfg.seed)
@@ -377,6 +501,13 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
                             betas=cfg.betas, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / peak_lr(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    problem = None
+    if dd.main:  # a full disk, where it can be known: room for one more checkpoint
+        try:
+            check_free_space(out, checkpoint_bytes(model))
+        except OSError as e:
+            problem = e
+    raise_on_all_ranks(problem, dd, device)
     step = 0
     if cfg.resume and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path, map_location="cpu")
@@ -402,10 +533,13 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
 
     # data: this rank's share of every global batch, a pure function of (seed, step)
     data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True)
+    if dd.main and hasattr(data, "report"):  # image folders: skipped and converted files
+        print(f"[train] data: {data.report()}", file=sys.stderr)
     order = StepBatches(len(data), cfg.batch_size, cfg.seed, cfg.accum_steps, dd.rank, dd.world,
                         start_step=step, steps=stop)
     loader = DataLoader(data, batch_sampler=order, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        worker_init_fn=_ignore_sigint if cfg.num_workers else None)
     try:  # fixed held-out images: snapshots and the final held-out loss
         fixed = fixed_batch(cfg.data, mcfg.img_size, max(4, cfg.eval_images), "heldout", 0)[0]
     except ValueError as e:  # e.g. a small folder without held-out files
@@ -423,33 +557,54 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
     # files (rank 0): config, metrics without lines past the resumed step, TensorBoard
     writer = None
     if dd.main:
-        (out / "config.json").write_text(json.dumps(
+        atomic_write_text(out / "config.json", json.dumps(
             {"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2))
         kept = [r for r in read_metrics(metrics_path) if int(r.get("step", 0)) <= step]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
         except ImportError:
             print("[train] tensorboard not installed: no TensorBoard logs", file=sys.stderr)
 
+    def last_good() -> str:
+        return f"{ckpt_path} (step {last_ckpt})" if last_ckpt is not None else "none written"
+
+    def write_failed(what: str, at: int, e: OSError) -> OutputError:
+        return OutputError(f"could not write {what} at step {at}: {e}; training stopped. Last "
+                           f"good checkpoint (intact): {last_good()}")
+
     def save(at: int) -> None:
         if not dd.main:
             return
         if not finite_weights(raw):
-            raise TrainingDiverged(f"weights are not finite at step {at}; checkpoint not written")
-        atomic_save(checkpoint_dict(
-            raw, step=at, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-            scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=rng_state(),
-            train_config=cfg.to_dict(),
-            data_position={"step": at, "samples_seen": at * cfg.batch_size,
-                           "epoch": at * cfg.batch_size / len(data)}), ckpt_path)
+            raise TrainingDiverged(f"weights are not finite at step {at}; checkpoint not written. "
+                                   f"Last good checkpoint: {last_good()}")
+        try:
+            atomic_save(checkpoint_dict(
+                raw, step=at, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=rng_state(),
+                train_config=cfg.to_dict(),
+                data_position={"step": at, "samples_seen": at * cfg.batch_size,
+                               "epoch": at * cfg.batch_size / len(data)}), ckpt_path)
+        except OSError as e:  # e.g. ENOSPC: the old checkpoint is untouched, the temp removed
+            raise write_failed(f"the checkpoint {ckpt_path}", at, e) from e
+
+    def snapshot(at: int) -> None:
+        path = out / "snapshots" / f"step_{at:06d}.png"
+        try:
+            grid = reconstruction_grid(raw, fixed[:4], seed=cfg.seed)
+            atomic_write(path, lambda f: grid.save(f, format="PNG"))
+        except OSError as e:
+            raise write_failed(f"the snapshot {path}", at, e) from e
 
     def log(record: dict) -> None:
         if not dd.main:
             return
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            append_line(metrics_path, json.dumps(record))
+        except OSError as e:
+            raise write_failed(f"{metrics_path}", record["step"], e) from e
         if writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -469,6 +624,9 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
     t_start = t_log = time.perf_counter()
     seen_log, loss_sum, loss_n, ips, last_loss = 0, 0.0, 0, 0.0, float("nan")
     heldout = None
+    interrupted = False
+    stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
+    held.callback(stopper.restore)  # the previous handlers come back however the run ends
     while step < stop:
         # ---- one optimizer step: accum_steps micro-batches of this rank's share
         lr = opt.param_groups[0]["lr"]
@@ -489,10 +647,9 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
             step_loss /= dd.world
         loss_value = float(step_loss)
         if not math.isfinite(loss_value):
-            where = f"{ckpt_path} (step {last_ckpt})" if last_ckpt is not None else "none written"
             raise TrainingDiverged(f"loss is {loss_value} at step {step + 1}; training stopped. "
-                                   f"Last good checkpoint: {where}. Try a lower lr, clip_grad or "
-                                   f"fp32")
+                                   f"Last good checkpoint: {last_good()}. Try a lower lr, "
+                                   f"clip_grad or fp32")
         if cfg.clip_grad:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip_grad)
@@ -523,22 +680,27 @@ def _train(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> TrainResult:
             if bar is not None:
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
             t_log, seen_log, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == stop:
+        interrupted = stopper.agreed(dd, device) and step < stop  # the same on every rank
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == stop or interrupted:
             save(step)
             last_ckpt = step
         if dd.main and cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == stop):
-            (out / "snapshots").mkdir(exist_ok=True)
-            reconstruction_grid(raw, fixed[:4], seed=cfg.seed).save(
-                out / "snapshots" / f"step_{step:06d}.png")
+            snapshot(step)
+        if interrupted:
+            break
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
     wall = time.perf_counter() - t_start
-    if dd.main:
+    why = (stopper.signal or "stop requested on another rank") if interrupted else None
+    if dd.main and interrupted:
+        print(f"[train] {why}: interrupted at step {step}/{stop} after finishing it; checkpoint "
+              f"{ckpt_path} (step {step}); resume with --resume", file=sys.stderr)
+    elif dd.main:
         msg = f"[train] {mcfg.kind}-{cfg.preset}: step {step}/{cfg.steps}, loss {last_loss:.4f}"
         if heldout is not None:
             msg += f", held-out loss {heldout:.4f}"
         print(msg + f", {wall:.1f} s; checkpoint {ckpt_path}", file=sys.stderr)
     return TrainResult(step=step, loss=last_loss, heldout_loss=heldout, images_per_s=ips,
-                       wall_s=wall, out=str(out), checkpoint=str(ckpt_path))
+                       wall_s=wall, out=str(out), checkpoint=str(ckpt_path), interrupted=why)

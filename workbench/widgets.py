@@ -19,6 +19,9 @@ from .plots import COLUMNS, image_hwc
 from .probes import reconstruct
 
 
+HEADER_PX = 36  # the column labels of ReconstructionExplorer: two lines of 16 px
+
+
 def compose_rows(results: Mapping[str, object], index: int = 0, scale: int = 4,
                  pad: int = 2) -> np.ndarray:
     """One uint8 picture: a row per model, columns original / masked / reconstruction / pasted."""
@@ -58,9 +61,14 @@ class ReconstructionExplorer:
                                    description="strategy")
         self.index = W.IntSlider(value=0, min=0, max=imgs.shape[0] - 1, description="image")
         self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
-        labels = "".join(f"<th style='width:{self.scale * size}px'>{label}</th>"
-                         for _, label in COLUMNS)
-        self.header = W.HTML(f"<table><tr><th></th>{labels}</tr></table>")
+        # one label per panel, as wide as the panel plus compose_rows' gap (pad 2), in a header of
+        # fixed height, so in the browser the labels stay over their columns and the model names
+        # (after a spacer of that height) beside their rows
+        labels = "".join(f"<div style='width:{self.scale * size}px;margin-right:{2 * self.scale}px;"
+                         f"flex:none;text-align:center;font-weight:bold;overflow-wrap:anywhere'>"
+                         f"{label}</div>" for _, label in COLUMNS)
+        self.header = W.HTML(f"<div style='display:flex;height:{HEADER_PX}px;align-items:flex-end;"
+                             f"font-size:12px;line-height:16px'>{labels}</div>")
         self.names = W.HTML()
         self.image = W.Image(format="png")
         self.status = W.HTML()
@@ -85,7 +93,7 @@ class ReconstructionExplorer:
         self.masked_count = int(first.mask.sum())
         self.last_ms = (time.perf_counter() - start) * 1e3
         row_h = self.scale * self.imgs.shape[-1]
-        self.names.value = "".join(
+        self.names.value = f"<div style='height:{HEADER_PX}px'></div>" + "".join(
             f"<div style='height:{row_h + 2 * self.scale}px;display:flex;align-items:center'>"
             f"<b>{n}</b></div>" for n in self.results)
         losses = ", ".join(f"{n} loss {float(r.loss):.3f}" for n, r in self.results.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +51,17 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
     if not path.exists():
         raise FileNotFoundError(f"no metrics file at {path}")
     steps, rows, layers = [], [], None
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
+            if lineno == last:  # a write cut short (killed run, full disk): the training side
+                warnings.warn(f"{path}:{lineno} is an incomplete last record; skipped")  # too
+                continue
             raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
         w = rec.get("fusion_weights") if isinstance(rec, dict) else None
         if w is None:

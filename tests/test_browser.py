@@ -1,0 +1,409 @@
+"""The notebooks in a real JupyterLab, driven by a real browser (headless Chromium via Playwright).
+
+A JupyterLab server is started on 127.0.0.1 with a random token over a temporary folder laid out
+like ``make figures`` output (``<name>/<notebook>`` with OUTPUT_DIR = that folder), and each
+notebook is opened, run with JupyterLab's "Run All Cells", and checked: no error output, every
+widget rendered (no "Loading widget...", no ``VBox(children=...)`` text fallback). Then the
+reconstruction explorer's mask-ratio slider is moved with the keyboard (the rendered image and the
+masked-patch count must change), the fusion-weights plotly figure is hovered (a hover label must
+appear), and the gallery ``index.html`` written from those folders with analysis/make_figures.py's
+own writer is opened and checked. Screenshots go to test-output/browser/.
+
+    make test-browser          # installs the `browser` extra (playwright) if missing
+
+Chromium is the system one (Debian: ``apt-get install chromium``; MIM_CHROMIUM=/path overrides);
+Playwright never downloads a browser. MIM_BROWSER_MAE / MIM_BROWSER_MFF point the notebooks at
+your own checkpoints (their folders are the run dirs) instead of the tiny ones trained here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SHOTS = ROOT / "test-output" / "browser"
+CHROMIUM = os.environ.get("MIM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# 32-pixel images in 4-pixel patches (64 per image): small enough to train in seconds
+SMALL = dict(img_size=32, patch_size=4, embed_dim=32, depth=3, num_heads=2,
+             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+# tiny settings, as in tests/test_notebooks.py (parameters a notebook does not declare are harmless)
+NOTEBOOK_PARAMS = {"reconstruction": {"N_IMAGES": 3, "HIGH_RATIOS": [0.9]},
+                   "fusion_weights": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16}}
+KERNEL_START_S = 120  # a kernel on a loaded 2-core machine can take 30+ s
+RUN_ALL_S = 240
+UNRENDERED = ("Loading widget...", "Error displaying widget", "could not be displayed",
+              "VBox(children=", "HBox(children=", "FloatSlider(", "Model not found")
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set MIM_CHROMIUM)",
+                allow_module_level=True)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="pip install -e '.[browser]' (or make test-browser)")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    given = {k: os.environ.get(f"MIM_BROWSER_{k.upper()}") for k in ("mae", "mff")}
+    if all(given.values()):
+        return {k: Path(v).resolve() for k, v in given.items()}
+    from workbench.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("browser-runs")
+    return {kind: Path(train(TrainConfig(
+        model=kind, preset="tiny", model_overrides=SMALL, steps=16, batch_size=16, log_every=2,
+        out=str(base / kind), ckpt_every=0, snapshot_every=0, eval_images=16,
+        progress=False)).checkpoint) for kind in ("mae", "mff")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A JupyterLab server over ``root`` (a make_figures-style gallery folder) and one browser."""
+
+    def __init__(self, root: Path, home: Path, checkpoints: dict[str, Path]):
+        self.root, self.home, self.checkpoints = root, home, checkpoints
+        self.token = secrets.token_hex(16)
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = home / "jupyter.log"
+        self.proc: subprocess.Popen | None = None
+        self.pages: dict[str, object] = {}   # notebook name -> page with the run notebook
+        self.records: dict[str, dict] = {}  # notebook name -> gallery record
+
+    # -- server
+    def start(self) -> None:
+        cfg = self.home / "config"
+        (cfg / "labconfig").mkdir(parents=True)
+        # no "news" toast over the notebook
+        (cfg / "labconfig" / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(cfg),
+               "JUPYTER_RUNTIME_DIR": str(self.home / "runtime"),
+               "IPYTHONDIR": str(self.home / "ipython"),
+               "JUPYTER_PREFER_ENV_PATH": "1",  # this venv's python3 kernel, which imports workbench
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+               f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
+               f"--LabApp.workspaces_dir={self.home / 'workspaces'}",
+               f"--LabApp.user_settings_dir={self.home / 'settings'}",
+               "--LabApp.extension_manager=readonly",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=open(self.log, "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}",
+                                            timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"JupyterLab did not answer on {self.base} within 90 s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # kernels left behind, if any: they are in the server's own session
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(timeout=10)
+
+    # -- notebooks
+    def prepare(self, name: str) -> Path:
+        """Copy notebooks/<name>.ipynb into <root>/<name>/, outputs cleared, with papermill's
+        injected-parameters cell after the tagged `parameters` cell."""
+        from papermill.iorw import load_notebook_node, write_ipynb
+        from papermill.parameterize import parameterize_notebook
+
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        nb = load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb"))
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        ck = self.checkpoints
+        params = {"MAE_CHECKPOINT": str(ck["mae"]), "MFF_CHECKPOINT": str(ck["mff"]),
+                  "MAE_RUN_DIR": str(ck["mae"].parent), "MFF_RUN_DIR": str(ck["mff"].parent),
+                  "OUTPUT_DIR": str(folder), **NOTEBOOK_PARAMS[name]}
+        nb = parameterize_notebook(nb, params, kernel_name="python3", language="python")
+        write_ipynb(nb, str(folder / f"{name}.ipynb"))
+        self.records[name] = {"name": name, "notebook": f"{name}.ipynb", "parameters": params,
+                              "executed": f"{name}/{name}.ipynb", "status": "failed",
+                              "seconds": 0.0, "files": []}
+        return folder
+
+    def run(self, browser, name: str):
+        """Open <name> in JupyterLab (its own workspace), Run All Cells, check the outputs;
+        returns (page, panel id). Cached: each notebook runs once per module."""
+        if name in self.pages:
+            return self.pages[name]
+        folder = self.prepare(name)
+        path = f"{name}/{name}.ipynb"
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        console: list[str] = []
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}")
+                if m.type == "error" else None)
+        page.goto(f"{self.base}/lab/workspaces/{name}/tree/{path}?token={self.token}")
+        start = time.perf_counter()
+        panel_id = page.wait_for_function(
+            """path => {
+                const app = window.jupyterapp;
+                if (!app) return null;
+                const w = Array.from(app.shell.widgets('main')).find(
+                    w => w.context && w.context.path === path);
+                const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
+                return k && k.status === 'idle' && w.context.isReady ? w.id : null;
+            }""", arg=path, timeout=KERNEL_START_S * 1000, polling=500).json_value()
+        # JupyterLab's own "Run All Cells"; its promise settles when the last cell has run
+        page.evaluate("""id => {
+            const app = window.jupyterapp;
+            app.shell.activateById(id);
+            window.__runAll = undefined;
+            app.commands.execute('notebook:run-all-cells').then(
+                ok => { window.__runAll = ok ? 'ok' : 'failed'; },
+                err => { window.__runAll = 'error: ' + err; });
+        }""", panel_id)
+        try:
+            page.wait_for_function("() => window.__runAll !== undefined",
+                                   timeout=RUN_ALL_S * 1000, polling=500)
+        finally:
+            page.screenshot(path=str(SHOTS / f"{name}-notebook.png"))
+        seconds = time.perf_counter() - start
+        outcome = page.evaluate("() => window.__runAll")
+        problems = notebook_problems(page, panel_id)
+        assert outcome == "ok" and not problems, (
+            f"{name}: Run All Cells -> {outcome}; problems: {problems}\n"
+            f"browser console: {console[-10:]}\nserver log:\n{self.log_tail(15)}")
+        # save the executed notebook, as make_figures keeps it next to its figures
+        page.evaluate("id => window.jupyterapp.commands.execute('docmanager:save')", panel_id)
+        page.wait_for_function(
+            """id => { const w = Array.from(window.jupyterapp.shell.widgets('main'))
+                .find(w => w.id === id); return w && !w.context.model.dirty; }""",
+            arg=panel_id, timeout=60_000)
+        from make_figures import FIGURE_SUFFIXES
+
+        self.records[name].update(status="ok", seconds=round(seconds, 2), files=sorted(
+            str(p.relative_to(self.root)) for p in folder.rglob("*")
+            if p.suffix in FIGURE_SUFFIXES + (".json",)))
+        self.pages[name] = (page, panel_id)
+        return self.pages[name]
+
+
+def notebook_problems(page, panel_id: str, settle_s: float = 20) -> list[str]:
+    """Errors and unrendered widgets in the panel's outputs, after widgets had time to render."""
+    script = """([id, unrendered]) => {
+        const app = window.jupyterapp;
+        const w = Array.from(app.shell.widgets('main')).find(w => w.id === id);
+        const problems = [];
+        const cells = w.content.model.cells;
+        for (let i = 0; i < cells.length; i++) {
+            const cell = cells.get(i);
+            if (cell.type !== 'code') continue;
+            if (cell.executionCount === null) problems.push(`cell ${i} did not run`);
+            for (let j = 0; j < cell.outputs.length; j++) {
+                const o = cell.outputs.get(j).toJSON();
+                if (o.output_type === 'error') problems.push(`cell ${i}: ${o.ename}: ${o.evalue}`);
+            }
+        }
+        const panel = document.getElementById(id);
+        for (const out of panel.querySelectorAll('.jp-OutputArea-output')) {
+            const mime = out.getAttribute('data-mime-type') || '';
+            const text = out.textContent || '';
+            if (mime === 'application/vnd.jupyter.stderr' && /Traceback|^\\w+Error\\b/m.test(text))
+                problems.push('stderr: ' + text.slice(0, 400));
+            if (mime.includes('widget-view') && !out.querySelector('.jupyter-widgets'))
+                problems.push('widget not rendered: ' + text.slice(0, 200));
+            for (const u of unrendered)
+                if (text.includes(u)) problems.push(`unrendered widget (${u}): ` + text.slice(0, 200));
+        }
+        return problems;
+    }"""
+    deadline = time.monotonic() + settle_s
+    while True:
+        problems = page.evaluate(script, [panel_id, list(UNRENDERED)])
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, checkpoints):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "analysis"))
+    home = tmp_path_factory.mktemp("lab-home")
+    server = Lab(tmp_path_factory.mktemp("gallery"), home, checkpoints)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+# ----------------------------------------------------------------------------- tests
+def _explorer_state(app) -> dict:
+    img = app.locator("img.widget-image, img").first
+    return {"status": app.locator(".widget-html", has_text="patches masked").inner_text(),
+            "readout": app.locator(".widget-hslider", has_text="mask ratio")
+                          .locator(".widget-readout").inner_text(),
+            "src": img.get_attribute("src"),
+            "loaded": img.evaluate("i => i.complete && i.naturalWidth > 0"),
+            "png": img.screenshot()}
+
+
+def _masked(status: str) -> tuple[int, int]:
+    count, total = status.split(" patches masked")[0].split("/")
+    return int(count), int(total)
+
+
+def test_reconstruction_slider_changes_image_and_count(lab, browser):
+    page, panel = lab.run(browser, "reconstruction")
+    explorer = page.locator(f"#{panel} .jp-OutputArea-output .widget-vbox").first
+    explorer.scroll_into_view_if_needed()
+    slider = explorer.locator(".widget-hslider", has_text="mask ratio")
+    assert slider.count() == 1 and explorer.locator(".widget-dropdown").count() == 1
+    before = _explorer_state(explorer)
+    assert before["loaded"], "reconstruction image did not load"
+    explorer.screenshot(path=str(SHOTS / "reconstruction-widget-before.png"))
+
+    ratio = float(before["readout"])
+    key, presses = ("ArrowLeft" if ratio > 0.5 else "ArrowRight"), 4
+    slider.locator(".noUi-handle").focus()
+    for _ in range(presses):
+        page.keyboard.press(key)
+        time.sleep(0.2)
+    target = f"{ratio + (-0.05 if key == 'ArrowLeft' else 0.05) * presses:.2f}"
+    # the readout moves at once; the kernel answers with a new image and count
+    page.wait_for_function(
+        """([id, target]) => {
+            const app = document.querySelector('#' + id + ' .jp-OutputArea-output .widget-vbox');
+            const s = [...app.querySelectorAll('.widget-hslider')]
+                .find(e => e.textContent.includes('mask ratio'));
+            const status = [...app.querySelectorAll('.widget-html')]
+                .find(e => e.textContent.includes('patches masked'));
+            return s.querySelector('.widget-readout').textContent.trim() === target && status;
+        }""", arg=[panel, target], timeout=30_000)
+    page.wait_for_function(
+        """([id, old]) => [...document.querySelectorAll('#' + id + ' .widget-html')]
+            .some(e => e.textContent.includes('patches masked') && e.textContent !== old)""",
+        arg=[panel, before["status"]], timeout=60_000)
+    time.sleep(1.5)  # let the last of the key presses' updates arrive
+    page.wait_for_function(
+        """id => { const w = Array.from(window.jupyterapp.shell.widgets('main'))
+            .find(w => w.id === id); return w.sessionContext.session.kernel.status === 'idle'; }""",
+        arg=panel, timeout=60_000)
+    after = _explorer_state(explorer)
+    explorer.screenshot(path=str(SHOTS / "reconstruction-widget.png"))
+
+    assert after["readout"] == target
+    n_before, total = _masked(before["status"])
+    n_after, _ = _masked(after["status"])
+    expected = total - int(total * (1 - float(target)))
+    assert n_after != n_before and abs(n_after - expected) <= 1, (before["status"], after["status"])
+    assert (n_after < n_before) == (key == "ArrowLeft")
+    assert after["loaded"] and after["src"] != before["src"], "the image widget was not updated"
+    assert after["png"] != before["png"], "the rendered reconstruction did not change"
+    assert not notebook_problems(page, panel, settle_s=0)
+
+
+def test_fusion_weights_plotly_renders_and_hovers(lab, browser):
+    page, panel = lab.run(browser, "fusion_weights")
+    plot = page.locator(f"#{panel} .js-plotly-plot").first
+    plot.wait_for(state="visible", timeout=30_000)
+    plot.scroll_into_view_if_needed()
+    n_traces = plot.evaluate("gd => gd._fullData.length")
+    assert n_traces >= 2 and plot.locator(".scatterlayer .trace").count() == n_traces
+    # the pixel of a logged point of the first curve, from plotly's own axes
+    point = plot.evaluate("""gd => {
+        const fl = gd._fullLayout, xa = fl.xaxis, ya = fl.yaxis, tr = gd._fullData[0];
+        const i = Math.floor(tr.x.length / 2), r = gd.getBoundingClientRect();
+        return {x: r.left + xa._offset + xa.l2p(tr.x[i]), y: r.top + ya._offset + ya.l2p(tr.y[i])};
+    }""")
+    assert not plot.locator(".hoverlayer").text_content().strip()
+    page.mouse.move(point["x"] - 40, point["y"] + 20)
+    page.mouse.move(point["x"], point["y"], steps=8)
+    hover = page.locator(f"#{panel} .js-plotly-plot .hoverlayer .hovertext")
+    hover.first.wait_for(state="attached", timeout=10_000)
+    text = plot.locator(".hoverlayer").text_content()
+    plot.screenshot(path=str(SHOTS / "fusion-weights-plot.png"))
+    assert "step" in text and "weight" in text and "block" in text, text
+
+
+def test_gallery_renders(lab, browser):
+    import make_figures
+
+    for name in NOTEBOOK_PARAMS:
+        lab.run(browser, name)
+    records = [lab.records[name] for name in NOTEBOOK_PARAMS]
+    meta = {"git_commit": make_figures.git_commit(), "versions": make_figures.versions()}
+    make_figures.atomic_write(lab.root / "manifest.json",
+                              json.dumps({**meta, "figures": records}, indent=2))
+    make_figures.write_index(lab.root, records, meta)
+    make_figures.write_findings(lab.root, records)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto((lab.root / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    images = page.evaluate("() => [...document.images].map(i => [i.getAttribute('src'), "
+                           "i.complete && i.naturalWidth > 0])")
+    page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
+    assert len(images) >= 3 and all(ok for _, ok in images), images
+    text = page.inner_text("body")
+    assert "FAILED" not in text and all(n in text for n in NOTEBOOK_PARAMS)
+    links = page.evaluate("() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    for link in links:
+        assert (lab.root / link).exists(), f"gallery link {link} does not resolve"
+    # the interactive figure linked from the gallery renders on its own page too
+    html = next(link for link in links if link.endswith(".html"))
+    page.goto((lab.root / html).as_uri())
+    page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
+    page.close()

@@ -1,0 +1,62 @@
+"""The supervised fusion comparison (MFF finding 4)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from workbench import findings
+from workbench.probes.fusion import FusionHistory
+from workbench.supervised import (FusionClassifier, SupervisedFusionConfig,
+                                  train_supervised_fusion)
+from workbench.config import model_config
+
+SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
+
+
+def test_classifier_reads_the_fused_tokens():
+    model = FusionClassifier(model_config("mff", "tiny", **SMALL), num_classes=5)
+    imgs = torch.randn(4, 3, 16, 16)
+    logits = model(imgs)
+    assert logits.shape == (4, 5)
+    logits.sum().backward()  # the head's loss reaches the fusion logits and every fused block
+    assert model.backbone.fusion.logits.grad.abs().sum() > 0
+    assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.backbone.decoder_blocks[0].attn.qkv.weight.grad is None  # decoder unused
+
+
+def test_supervised_run_logs_weights_and_learns_the_labels():
+    cfg = SupervisedFusionConfig(model_overrides=SMALL, steps=12, batch_size=16, lr=3e-3,
+                                 warmup=2, log_every=4, progress=False)
+    r = train_supervised_fusion(cfg)
+    assert r.num_classes == 15  # the built-in photos
+    assert r.history.steps.tolist() == [0, 4, 8, 12]
+    w = r.history.weights
+    assert w.shape == (4, len(r.history.layers))
+    assert torch.allclose(w.sum(1), torch.ones(4, dtype=w.dtype), atol=1e-6)
+    assert torch.allclose(w[0], torch.full_like(w[0], 1 / w.shape[1]))  # logits start equal
+    assert not torch.allclose(w[-1], w[0])  # and were trained
+    assert 0.0 <= r.heldout_accuracy <= 1.0 and np.isfinite(r.train_loss)
+    # same seed, same run
+    again = train_supervised_fusion(cfg)
+    assert torch.allclose(again.history.weights, w)
+
+
+def test_one_class_is_refused(tmp_path):
+    (tmp_path / "only").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / "only" / f"{i}.png")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        train_supervised_fusion(SupervisedFusionConfig(model_overrides=SMALL, data=str(tmp_path),
+                                                       steps=1, progress=False))
+
+
+def test_supervised_claim_reads_the_last_layer():
+    layers = [0, 2, 5]
+    last_wins = FusionHistory(torch.tensor([0, 10]), torch.tensor([[1 / 3] * 3, [0.2, 0.3, 0.5]]),
+                              layers)
+    shallow_wins = FusionHistory(torch.tensor([0, 10]),
+                                 torch.tensor([[1 / 3] * 3, [0.5, 0.3, 0.2]]), layers)
+    assert findings.supervised_fusion_favors_last(last_wins).held is True
+    assert findings.supervised_fusion_favors_last(shallow_wins).held is False
