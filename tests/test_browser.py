@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +46,8 @@ NOTEBOOK_PARAMS = {"reconstruction": {"N_IMAGES": 3, "HIGH_RATIOS": [0.9]},
                    "fusion_weights": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16}}
 KERNEL_START_S = 120  # a kernel on a loaded 2-core machine can take 30+ s
 RUN_ALL_S = 240
+RENDERERS = {"application/vnd.jupyter.widget-view+json": ".jupyter-widgets",
+             "application/vnd.plotly.v1+json": ".js-plotly-plot"}
 UNRENDERED = ("Loading widget...", "Error displaying widget", "could not be displayed",
               "VBox(children=", "HBox(children=", "FloatSlider(", "Model not found")
 
@@ -55,6 +56,8 @@ if not Path(CHROMIUM).exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install -e '.[browser]' (or make test-browser)")
+sys.path.insert(0, str(ROOT / "analysis"))
+import make_figures  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -88,8 +91,10 @@ class Lab:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = home / "jupyter.log"
         self.proc: subprocess.Popen | None = None
+        self.log_file = None
         self.pages: dict[str, object] = {}   # notebook name -> page with the run notebook
         self.records: dict[str, dict] = {}  # notebook name -> gallery record
+        self.failed: dict[str, str] = {}    # notebook name -> why (not run twice)
 
     # -- server
     def start(self) -> None:
@@ -98,10 +103,15 @@ class Lab:
         # no "news" toast over the notebook
         (cfg / "labconfig" / "page_config.json").write_text(json.dumps(
             {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        # every cell stays in the DOM (no windowing), so every output can be checked
+        tracker = self.home / "settings" / "@jupyterlab" / "notebook-extension"
+        tracker.mkdir(parents=True)
+        (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(cfg),
                "JUPYTER_RUNTIME_DIR": str(self.home / "runtime"),
                "IPYTHONDIR": str(self.home / "ipython"),
-               "JUPYTER_PREFER_ENV_PATH": "1",  # this venv's python3 kernel, which imports workbench
+               # this venv's python3 kernel (it imports workbench) before any user-wide one
+               "JUPYTER_PREFER_ENV_PATH": "1",
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
@@ -111,7 +121,8 @@ class Lab:
                f"--LabApp.user_settings_dir={self.home / 'settings'}",
                "--LabApp.extension_manager=readonly",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=open(self.log, "wb"),
+        self.log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -135,6 +146,8 @@ class Lab:
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            if self.log_file:
+                self.log_file.close()
             return
         self.proc.terminate()  # the server shuts its kernels down on SIGTERM
         try:
@@ -146,6 +159,7 @@ class Lab:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait(timeout=10)
+        self.log_file.close()
 
     # -- notebooks
     def prepare(self, name: str) -> Path:
@@ -176,6 +190,9 @@ class Lab:
         returns (page, panel id). Cached: each notebook runs once per module."""
         if name in self.pages:
             return self.pages[name]
+        if name in self.failed:
+            pytest.fail(f"{name} already failed in JupyterLab: {self.failed[name]}")
+        self.failed[name] = "interrupted"
         folder = self.prepare(name)
         path = f"{name}/{name}.ipynb"
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -212,6 +229,8 @@ class Lab:
         seconds = time.perf_counter() - start
         outcome = page.evaluate("() => window.__runAll")
         problems = notebook_problems(page, panel_id)
+        if outcome != "ok" or problems:
+            self.failed[name] = f"Run All Cells -> {outcome}; problems: {problems}"
         assert outcome == "ok" and not problems, (
             f"{name}: Run All Cells -> {outcome}; problems: {problems}\n"
             f"browser console: {console[-10:]}\nserver log:\n{self.log_tail(15)}")
@@ -221,18 +240,17 @@ class Lab:
             """id => { const w = Array.from(window.jupyterapp.shell.widgets('main'))
                 .find(w => w.id === id); return w && !w.context.model.dirty; }""",
             arg=panel_id, timeout=60_000)
-        from make_figures import FIGURE_SUFFIXES
-
         self.records[name].update(status="ok", seconds=round(seconds, 2), files=sorted(
             str(p.relative_to(self.root)) for p in folder.rglob("*")
-            if p.suffix in FIGURE_SUFFIXES + (".json",)))
+            if p.suffix in make_figures.FIGURE_SUFFIXES + (".json",)))
         self.pages[name] = (page, panel_id)
+        del self.failed[name]
         return self.pages[name]
 
 
 def notebook_problems(page, panel_id: str, settle_s: float = 20) -> list[str]:
     """Errors and unrendered widgets in the panel's outputs, after widgets had time to render."""
-    script = """([id, unrendered]) => {
+    script = """([id, unrendered, renderers]) => {
         const app = window.jupyterapp;
         const w = Array.from(app.shell.widgets('main')).find(w => w.id === id);
         const problems = [];
@@ -241,9 +259,19 @@ def notebook_problems(page, panel_id: str, settle_s: float = 20) -> list[str]:
             const cell = cells.get(i);
             if (cell.type !== 'code') continue;
             if (cell.executionCount === null) problems.push(`cell ${i} did not run`);
+            const view = w.content.widgets[i];
             for (let j = 0; j < cell.outputs.length; j++) {
                 const o = cell.outputs.get(j).toJSON();
                 if (o.output_type === 'error') problems.push(`cell ${i}: ${o.ename}: ${o.evalue}`);
+                // a widget / plotly output must be drawn by its renderer, not a text fallback
+                for (const [mime, selector] of Object.entries(renderers)) {
+                    if (!o.data || !(mime in o.data)) continue;
+                    const area = view.outputArea.widgets[j];
+                    const node = area ? area.node : view.node;
+                    if (!node.querySelector(selector))
+                        problems.push(`cell ${i}: ${mime} output not rendered (shows `
+                                      + JSON.stringify(node.textContent.slice(0, 120)) + ')');
+                }
             }
         }
         const panel = document.getElementById(id);
@@ -255,13 +283,14 @@ def notebook_problems(page, panel_id: str, settle_s: float = 20) -> list[str]:
             if (mime.includes('widget-view') && !out.querySelector('.jupyter-widgets'))
                 problems.push('widget not rendered: ' + text.slice(0, 200));
             for (const u of unrendered)
-                if (text.includes(u)) problems.push(`unrendered widget (${u}): ` + text.slice(0, 200));
+                if (text.includes(u))
+                    problems.push(`unrendered widget (${u}): ` + text.slice(0, 200));
         }
         return problems;
     }"""
     deadline = time.monotonic() + settle_s
     while True:
-        problems = page.evaluate(script, [panel_id, list(UNRENDERED)])
+        problems = page.evaluate(script, [panel_id, list(UNRENDERED), RENDERERS])
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(1)
@@ -270,7 +299,6 @@ def notebook_problems(page, panel_id: str, settle_s: float = 20) -> list[str]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, checkpoints):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT / "analysis"))
     home = tmp_path_factory.mktemp("lab-home")
     server = Lab(tmp_path_factory.mktemp("gallery"), home, checkpoints)
     server.start()
@@ -292,7 +320,7 @@ def browser():
 
 # ----------------------------------------------------------------------------- tests
 def _explorer_state(app) -> dict:
-    img = app.locator("img.widget-image, img").first
+    img = app.locator("img").first
     return {"status": app.locator(".widget-html", has_text="patches masked").inner_text(),
             "readout": app.locator(".widget-hslider", has_text="mask ratio")
                           .locator(".widget-readout").inner_text(),
@@ -380,8 +408,6 @@ def test_fusion_weights_plotly_renders_and_hovers(lab, browser):
 
 
 def test_gallery_renders(lab, browser):
-    import make_figures
-
     for name in NOTEBOOK_PARAMS:
         lab.run(browser, name)
     records = [lab.records[name] for name in NOTEBOOK_PARAMS]
@@ -399,7 +425,8 @@ def test_gallery_renders(lab, browser):
     assert len(images) >= 3 and all(ok for _, ok in images), images
     text = page.inner_text("body")
     assert "FAILED" not in text and all(n in text for n in NOTEBOOK_PARAMS)
-    links = page.evaluate("() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    links = page.evaluate(
+        "() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
     for link in links:
         assert (lab.root / link).exists(), f"gallery link {link} does not resolve"
     # the interactive figure linked from the gallery renders on its own page too
