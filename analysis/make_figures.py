@@ -71,23 +71,45 @@ def train_request(kind: str, steps: int | None, extra: list[str]) -> list[str]:
     return cmd + extra
 
 
-def ensure_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> Path:
-    """Train the tiny model of ``kind`` into ``runs/<kind>-tiny`` unless a finished run with the
-    same request is already there; returns the checkpoint path."""
+def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
+    """The checkpoint of the tiny ``kind`` run in ``runs/<kind>-tiny`` and the command that trains
+    it, or None when a finished run with the same request is already there."""
     out = runs / f"{kind}-tiny"
     request = train_request(kind, steps, extra)
     marker = out / "figures-request.json"
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == request:
         print(f"[figures] reusing {ckpt} (same training request)")
-        return ckpt
-    if out.exists():
-        shutil.rmtree(out)
-    print(f"[figures] training {kind} -> {out}")
-    cmd = [sys.executable, "-m", "workbench", *request, "--out", str(out)]
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    marker.write_text(json.dumps(request))
-    return ckpt
+        return ckpt, None
+    return ckpt, [sys.executable, "-m", "workbench", *request, "--out", str(out)]
+
+
+def ensure_runs(kinds: list[str], runs: Path, steps: int | None, extra: list[str],
+                jobs: int) -> dict[str, Path]:
+    """Train the tiny runs that are missing or stale, up to ``jobs`` at a time (the cores split
+    between them: small models use 2 cores poorly, so two 1-core runs finish sooner than two
+    2-core runs one after the other)."""
+    plans = {k: plan_run(k, runs, steps, extra) for k in kinds}
+    todo = [(k, cmd) for k, (_, cmd) in plans.items() if cmd is not None]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(min(jobs, max(1, len(todo)))))}
+    for start in range(0, len(todo), jobs):
+        procs = []
+        for kind, cmd in todo[start:start + jobs]:
+            out = Path(cmd[cmd.index("--out") + 1])
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"[figures] training {kind} -> {out}")
+            procs.append((kind, out, subprocess.Popen(cmd + ["--no-progress"], cwd=ROOT, env=env)))
+        for kind, out, proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError(f"training the tiny {kind} model into {out} failed "
+                                   f"(exit {proc.returncode}); see its messages above")
+            (out / "figures-request.json").write_text(json.dumps(train_request(kind, steps, extra)))
+    return {k: ckpt for k, (ckpt, _) in plans.items()}
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -98,6 +120,43 @@ def load_parameter_sets(path: Path) -> list[dict]:
         if not (NOTEBOOKS / s["notebook"]).exists():
             raise FileNotFoundError(f"{path}: notebook {s['notebook']} not found in {NOTEBOOKS}")
     return sets
+
+
+def _limit_threads(threads: int) -> None:
+    """Pool initializer: kernels started from this worker use ``threads`` CPU threads."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def run_notebooks(sets: list[dict], out: Path, common: dict, meta: dict, jobs: int) -> list[dict]:
+    """Run every entry, ``jobs`` notebooks at a time (each in its own kernel with the cores split
+    between them; the costliest first, by the entries' optional ``cost``); records in ``sets``
+    order."""
+    from tqdm.auto import tqdm
+
+    records: list[dict | None] = [None] * len(sets)
+    bar = tqdm(total=len(sets), desc="notebooks", unit="nb")
+
+    def done(i: int, record: dict) -> None:
+        records[i] = record
+        bar.update(1)
+        print(f"[figures] {record['name']}: {record['status']} ({record['seconds']} s)", flush=True)
+
+    if jobs <= 1 or len(sets) <= 1:
+        for i, entry in enumerate(sets):
+            done(i, run_notebook(entry, out, common, meta))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        order = sorted(range(len(sets)), key=lambda i: -float(sets[i].get("cost", 1)))
+        with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_limit_threads,
+                                    initargs=(threads_per_job(jobs),)) as pool:
+            futures = {pool.submit(run_notebook, sets[i], out, common, meta): i for i in order}
+            for fut in cf.as_completed(futures):
+                done(futures[fut], fut.result())
+    bar.close()
+    return records  # type: ignore[return-value]
 
 
 def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
@@ -188,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", help="run only these figure names")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every notebook (YAML value)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="trainings / notebooks run at once, the cores split between them "
+                        "(default: 2, or 1 on a 1-core machine)")
     p.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for another batch writing the same --out "
                         "(default: as long as it takes; 0: fail at once)")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
 
     from workbench.checkpoints import FileLocked, file_lock, remove_stale_temps
 
@@ -231,8 +295,10 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     runs_lock = (file_lock(args.runs / ".lock", holder="another make_figures run") if trains
                  else contextlib.nullcontext())
     with runs_lock:
-        ckpts = {k: getattr(args, k) or ensure_run(k, args.runs, args.steps, args.train_arg)
-                 for k in ("mae", "mff")}
+        missing = [k for k in ("mae", "mff") if getattr(args, k) is None]
+        ckpts = {k: getattr(args, k) for k in ("mae", "mff") if getattr(args, k) is not None}
+        ckpts.update(ensure_runs(missing, args.runs, args.steps, args.train_arg, args.jobs))
+        ckpts = {k: ckpts[k] for k in ("mae", "mff")}
     train_seconds = round(time.perf_counter() - t0, 1)
     common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
               "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
@@ -245,15 +311,7 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"git_commit": git_commit(), "versions": versions(), "train_seconds": train_seconds,
             "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()}}
-    records = []
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(sets, desc="notebooks", unit="nb")
-    except ImportError:  # pragma: no cover
-        bar = sets
-    for entry in bar:
-        records.append(run_notebook(entry, args.out, common, meta))
-        print(f"[figures] {entry['name']}: {records[-1]['status']} ({records[-1]['seconds']} s)")
+    records = run_notebooks(sets, args.out, common, meta, args.jobs)
     manifest = {**meta, "figures": records}
     atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=2))
     write_index(args.out, records, meta)
