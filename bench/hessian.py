@@ -1,39 +1,53 @@
-"""Hessian engines at equal accuracy: our thick-restart Lanczos (gradient + random start,
-residual stopping rule) vs pyhessian's power iteration, on the tiny MAE (briefly trained on
-astronaut crops), one batch with a fixed mask, all in one process.
+"""Hessian top eigenvalues at equal accuracy: our thick-restart Lanczos vs pyhessian's power
+iteration, same model, batch, fixed mask and parameters, in one process.
 
-Reference: our engine from another (random) start vector, tol 1e-7 on the relative residual,
-40-vector basis. "Equal accuracy": for each engine, the loosest tol (swept from loose to tight)
-whose eigenvalues are all within 1e-3 relative of the reference; ``ratio`` = pyhessian's wall
-time ÷ ours at that accuracy (the smaller of the k=1 and k=5 ratios, both also reported).
-Spectrum: Park & Kim's protocol, top-5 on minibatches of 16 (ours: warm-started from batch to
-batch); pyhessian is timed on fewer batches and extrapolated linearly (stated in the output).
+Problem: the tiny MAE (3.1 M parameters) after a short warm-up on astronaut crops, eval mode,
+one batch of 32 with the seeded mask 0, every trainable parameter, float32.
+
+1. Reference: our engine from a random start, relative residual 1e-7, 40-vector basis.
+2. Calibration: for each engine, the loosest ``tol`` of a loose-to-tight grid whose eigenvalues
+   are all within 1e-3 relative of the reference ("equal accuracy"). The two engines' ``tol``
+   mean different things (ours: a residual bound; pyhessian: the relative change between two
+   power iterations), which is why they are matched on measured error, not on ``tol``.
+3. Timing: both engines at their calibrated ``tol``, median wall time (forward + first
+   backward + every Hessian-vector product) over interleaved rounds -- each round runs
+   pyhessian once and ours about as many times as fit in one pyhessian run, the order
+   alternating. ``ratio`` = pyhessian ÷ ours for the top eigenvalue (k=1). k=5 is reported as
+   well: pyhessian deflates one eigenvalue after the other, so a run longer than
+   ``REPEAT_LIMIT_S`` is timed once (its calibration run, ours before and after it), and its tol
+   sweep, which starts at the k=1 tol, has a time budget.
+4. Spectrum: Park & Kim's protocol, top-5 on minibatches of 16 (20 by default); ours
+   warm-started from batch to batch, pyhessian on fewer batches and extrapolated linearly.
 
     python bench/hessian.py [--quick]     # writes bench/results/hessian.json
+
+The HVP counts are deterministic (seeded); the seconds depend on the machine's load.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+import common  # noqa: F401 - puts the repo on sys.path, applies BENCH_THREADS
+from common import header, interleave, median, table, write_result
 
 from workbench import build_model
 from workbench.probes import hessian_spectrum, top_hessian_eigenvalues
 from workbench.probes.reconstruction import IMAGENET_MEAN, IMAGENET_STD
 
 BOUND = 1e-3
-OURS_TOLS = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
-PYH_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+# loose to tight, the same relative steps for both engines (about ×1.5-2 apart)
+OURS_TOLS = (2e-1, 1e-1, 5e-2, 3e-2, 2e-2, 1.5e-2, 1e-2, 7e-3, 5e-3, 3e-3, 2e-3, 1e-3, 1e-4)
+PYH_TOLS = (1e-2, 3e-3, 1e-3, 5e-4, 3e-4, 2e-4, 1e-4, 7e-5, 5e-5, 3e-5, 2e-5, 1e-5, 5e-6,
+            3e-6, 1e-6)
+REPEAT_LIMIT_S = 150  # a calibrated pyhessian run longer than this is timed once
 
 
 def astronaut_crops(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """``n`` random crops of scikit-image's astronaut, resized to ``size``, ImageNet-normalised."""
     from skimage import data
     img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255  # [3, 512, 512]
     g = torch.Generator().manual_seed(seed)
@@ -49,35 +63,7 @@ def astronaut_crops(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     return (imgs - mean) / std
 
 
-def sweep(loss_fn, params, k, backend, tols, ref, rows):
-    """Loose to tight; stop at the first tol within BOUND of the reference."""
-    best = None
-    for tol in tols:
-        r = top_hessian_eigenvalues(loss_fn, params, k=k, tol=tol, max_iter=1000,
-                                    backend=backend, return_info=True)
-        err = float(((r.eigenvalues - ref).abs() / ref.abs()).max())
-        row = dict(k=k, backend=backend, tol=tol, hvps=r.num_hvps, seconds=round(r.seconds, 3),
-                   max_rel_err=err, eigenvalues=r.eigenvalues.tolist())
-        rows.append(row)
-        print(f"  {backend:9s} k={k} tol {tol:7.0e}: {r.num_hvps:4d} HVPs {r.seconds:7.2f} s  "
-              f"max rel err {err:.1e}", flush=True)
-        if err <= BOUND:
-            best = row
-            break
-    return best
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="k=1 only, short spectrum (≤ 2 min)")
-    ap.add_argument("--steps", type=int, default=50, help="warm-up training steps")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "hessian.json"))
-    args = ap.parse_args()
-    ks = [1] if args.quick else [1, 5]
-    spec_batches, pyh_batches = (4, 1) if args.quick else (20, 2)
-    steps = 20 if args.quick else args.steps
-    t_all = time.perf_counter()
+def warmed_up_model(steps: int) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model("mae", "tiny")
     train = astronaut_crops(256, seed=1)
@@ -88,85 +74,206 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    imgs = astronaut_crops(args.batch, seed=2)
-    params = [p for p in model.parameters() if p.requires_grad]
-    n = sum(p.numel() for p in params)
-    loss_fn = lambda: model(imgs, seed=0).loss  # noqa: E731
-    print(f"tiny MAE, {n} parameters, batch {args.batch}, {steps} warm-up steps, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    rows, summary = [], {}
-    for k in ks:
-        ref = top_hessian_eigenvalues(loss_fn, params, k=k, tol=1e-7, max_iter=10000, ncv=40,
-                                      start="random", seed=123, return_info=True)
-        print(f"k={k} reference {[round(x, 6) for x in ref.eigenvalues.tolist()]} "
-              f"({ref.num_hvps} HVPs, {ref.seconds:.1f} s, {ref.seconds / ref.num_hvps:.3f} s/HVP)")
-        ours = sweep(loss_fn, params, k, "lanczos", OURS_TOLS, ref.eigenvalues, rows)
-        theirs = sweep(loss_fn, params, k, "pyhessian", PYH_TOLS, ref.eigenvalues, rows)
-        ratio = (theirs["seconds"] / ours["seconds"]) if ours and theirs else None
-        summary[f"k{k}"] = dict(reference=ref.eigenvalues.tolist(), reference_hvps=ref.num_hvps,
-                                reference_seconds=round(ref.seconds, 2), ours=ours,
-                                pyhessian=theirs, ratio=ratio)
-    # spectrum: Park & Kim protocol, top-5 per minibatch of 16
-    sbatches = [astronaut_crops(16, seed=100 + i) for i in range(spec_batches)]
-    spec_tol = summary.get("k5", summary["k1"])["ours"]["tol"]
-    pyh_tol = (summary.get("k5", summary["k1"])["pyhessian"] or {}).get("tol", 1e-3)
+    return model.eval()
+
+
+class Problem:
+    def __init__(self, model, imgs):
+        self.model, self.imgs = model, imgs
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.n = sum(p.numel() for p in self.params)
+
+    def loss(self):
+        return self.model(self.imgs, seed=0).loss
+
+    def solve(self, k, tol, backend, max_iter=1000, **kw):
+        return top_hessian_eigenvalues(self.loss, self.params, k=k, tol=tol, max_iter=max_iter,
+                                       backend=backend, return_info=True, **kw)
+
+
+def rel_err(values: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(((values - ref).abs() / ref.abs()).max())
+
+
+def run_row(prob, k, backend, tol, ref, max_iter=1000) -> dict:
+    r = prob.solve(k, tol, backend, max_iter=max_iter)
+    row = dict(k=k, backend=backend, tol=tol, hvps=r.num_hvps, seconds=round(r.seconds, 3),
+               max_rel_err=rel_err(r.eigenvalues, ref), eigenvalues=r.eigenvalues.tolist())
+    print(f"  {backend:9s} k={k} tol {tol:<7.2g}: {r.num_hvps:5d} HVPs {r.seconds:8.2f} s  "
+          f"max rel err {row['max_rel_err']:.1e}", flush=True)
+    return row
+
+
+def calibrate(prob, k, backend, tols, ref, rows, budget_s=float("inf"), max_iter=1000):
+    """Loose to tight; the first ``tol`` within BOUND of the reference (None if none was, within
+    the grid and the time budget) and the tightest row tried."""
+    spent, last = 0.0, None
+    for tol in tols:
+        row = run_row(prob, k, backend, tol, ref, max_iter)
+        rows.append(row)
+        spent += row["seconds"]
+        last = row
+        if row["max_rel_err"] <= BOUND:
+            return row, last
+        if spent > budget_s:
+            print(f"  {backend}: sweep budget of {budget_s:.0f} s spent")
+            break
+    return None, last
+
+
+def compare_k(prob, k, rounds, rows, pyh_budget_s, pyh_tols=PYH_TOLS) -> dict:
     t = time.perf_counter()
-    warm = hessian_spectrum(model, sbatches, k=5, tol=spec_tol, progress=False)
+    ref = prob.solve(k, 1e-7, "lanczos", max_iter=10000, ncv=40, start="random", seed=123)
+    print(f"k={k} reference {[round(x, 6) for x in ref.eigenvalues.tolist()]} ({ref.num_hvps} "
+          f"HVPs, {ref.seconds:.1f} s, {ref.seconds / ref.num_hvps:.3f} s/HVP)", flush=True)
+    ours, _ = calibrate(prob, k, "lanczos", OURS_TOLS, ref.eigenvalues, rows)
+    theirs, tightest = calibrate(prob, k, "pyhessian", pyh_tols, ref.eigenvalues, rows,
+                                 budget_s=pyh_budget_s)
+    out = dict(reference=ref.eigenvalues.tolist(), reference_hvps=ref.num_hvps,
+               reference_seconds=round(ref.seconds, 2), ours=ours, pyhessian=theirs,
+               pyhessian_tightest_tried=tightest)
+    if ours is None:
+        out["ratio"] = None
+        out["note"] = "our engine did not reach the accuracy within its tol grid"
+        return out
+    if theirs is None:  # a lower bound: pyhessian's most accurate run was still not accurate
+        out["ratio"] = None
+        out["ratio_lower_bound"] = tightest["seconds"] / ours["seconds"]
+        out["note"] = (f"pyhessian did not reach {BOUND:g} relative error within its tol grid / "
+                       f"time budget; its tightest run ({tightest['hvps']} HVPs, error "
+                       f"{tightest['max_rel_err']:.1e}) took {tightest['seconds']} s")
+        return out
+    reps = max(1, min(4, round(theirs["seconds"] / max(ours["seconds"], 1e-9))))
+    if rounds > 0 and theirs["seconds"] <= REPEAT_LIMIT_S:
+        # each round: pyhessian once and ours `reps` times (so both are exposed to the machine's
+        # load for about as long), the order alternating from round to round
+        times, hvps = {"ours": [], "pyhessian": []}, {"ours": set(), "pyhessian": set()}
+        for r in range(rounds):
+            for name in (("ours", "pyhessian") if r % 2 == 0 else ("pyhessian", "ours")):
+                backend, tol = (("lanczos", ours["tol"]) if name == "ours"
+                                else ("pyhessian", theirs["tol"]))
+                for _ in range(reps if name == "ours" else 1):
+                    res = prob.solve(k, tol, backend)
+                    times[name].append(res.seconds)
+                    hvps[name].add(res.num_hvps)
+        timing = (f"{rounds} interleaved rounds, each pyhessian once and ours {reps} times "
+                  f"(HVP counts seen: {dict((n, sorted(v)) for n, v in hvps.items())})")
+    else:  # pyhessian too slow to repeat: its calibration run between two of ours
+        times = {"ours": [ours["seconds"]] + [prob.solve(k, ours["tol"], "lanczos").seconds
+                                              for _ in range(reps)],
+                 "pyhessian": [theirs["seconds"]]}
+        timing = "pyhessian's calibration run, ours before and after it"
+    out.update(ours_seconds=median(times["ours"]), pyhessian_seconds=median(times["pyhessian"]),
+               seconds_all=times, timing=timing,
+               hvp_ratio=theirs["hvps"] / ours["hvps"])
+    out["ratio"] = out["pyhessian_seconds"] / out["ours_seconds"]
+    out["section_seconds"] = round(time.perf_counter() - t, 1)
+    return out
+
+
+def spectrum(model, n_batches, pyh_batches, ours_tol, pyh_tol) -> dict:
+    batches = [astronaut_crops(16, seed=100 + i) for i in range(n_batches)]
+    t = time.perf_counter()
+    warm = hessian_spectrum(model, batches, k=5, tol=ours_tol, progress=False)
     ours_s = time.perf_counter() - t
     t = time.perf_counter()
-    cold = hessian_spectrum(model, sbatches[:pyh_batches], k=5, tol=spec_tol, warm_start=False,
+    cold = hessian_spectrum(model, batches[:pyh_batches], k=5, tol=ours_tol, warm_start=False,
                             progress=False)
-    cold_s = (time.perf_counter() - t) * spec_batches / pyh_batches
+    cold_s = (time.perf_counter() - t) * n_batches / pyh_batches
     t = time.perf_counter()
-    pyh = hessian_spectrum(model, sbatches[:pyh_batches], k=5, tol=pyh_tol, backend="pyhessian",
+    pyh = hessian_spectrum(model, batches[:pyh_batches], k=5, tol=pyh_tol, backend="pyhessian",
                            progress=False)
-    pyh_s = (time.perf_counter() - t) * spec_batches / pyh_batches
-    diff_cold = float(((warm[:pyh_batches] - cold).abs() / cold.abs()).max())
-    diff_pyh = float(((warm[:pyh_batches] - pyh).abs() / warm[:pyh_batches].abs()).max())
-    summary["spectrum"] = dict(
-        batches=spec_batches, batch_size=16, k=5, ours_tol=spec_tol, pyhessian_tol=pyh_tol,
-        ours_warm_seconds=round(ours_s, 2),
-        ours_cold_seconds_extrapolated=round(cold_s, 2),
-        pyhessian_seconds_extrapolated=round(pyh_s, 2),
-        extrapolated_from_batches=pyh_batches,
-        ratio=pyh_s / ours_s,
-        max_rel_diff_warm_vs_cold=diff_cold, max_rel_diff_ours_vs_pyhessian=diff_pyh,
-        eigenvalues=warm.tolist())
-    ratios = [v["ratio"] for key, v in summary.items() if key.startswith("k")]
-    result = dict(
-        ratio=min(r for r in ratios if r is not None) if all(r is not None for r in ratios)
-        else None,
-        ratio_definition="pyhessian seconds / ours seconds, each at its loosest tol within "
-                         "1e-3 relative of the reference; min over k in " + str(ks),
-        summary=summary, runs=rows,
-        model=dict(kind="mae", preset="tiny", params=n, warmup_steps=steps),
-        batch=args.batch, quick=args.quick,
-        machine=dict(processor=platform.processor(), machine=platform.machine(),
-                     cores=os.cpu_count(), threads=torch.get_num_threads(),
-                     load_average_at_end=os.getloadavg(), torch=torch.__version__,
-                     python=platform.python_version()),
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
-        total_seconds=round(time.perf_counter() - t_all, 1))
+    pyh_s = (time.perf_counter() - t) * n_batches / pyh_batches
+    head = warm[:pyh_batches]
+    return dict(batches=n_batches, batch_size=16, k=5, ours_tol=ours_tol, pyhessian_tol=pyh_tol,
+                ours_warm_seconds=round(ours_s, 2),
+                ours_cold_seconds_extrapolated=round(cold_s, 2),
+                pyhessian_seconds_extrapolated=round(pyh_s, 2),
+                extrapolated_from_batches=pyh_batches, ratio=pyh_s / ours_s,
+                max_rel_diff_warm_vs_cold=rel_err(head, cold),
+                max_rel_diff_ours_vs_pyhessian=rel_err(pyh, head),
+                eigenvalues=warm.tolist())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="k=1 only, 2 timing rounds, 4-batch spectrum (a few minutes)")
+    ap.add_argument("--steps", type=int, default=50, help="warm-up training steps")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    ap.add_argument("--spectrum-batches", type=int, default=20)
+    ap.add_argument("--pyhessian-budget", type=float, default=600,
+                    help="seconds a pyhessian tol sweep may spend before giving up")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    ks = [1] if args.quick else [1, 5]
+    spec_batches, pyh_batches = (4, 1) if args.quick else (args.spectrum_batches, 1)
+    rounds = 2 if args.quick else args.rounds
+    steps = 20 if args.quick else args.steps
+    t_all = time.perf_counter()
+    header("Hessian top eigenvalues: ours (Lanczos) vs pyhessian (power iteration)")
+    model = warmed_up_model(steps)
+    prob = Problem(model, astronaut_crops(args.batch, seed=2))
+    print(f"tiny MAE, {prob.n} parameters, batch {args.batch}, {steps} warm-up steps")
+    rows, summary = [], {}
+    for k in ks:
+        tols = PYH_TOLS
+        if k > 1 and (summary["k1"].get("pyhessian") or {}).get("tol"):
+            # its first eigenvalue is the k=1 power iteration (same seed): a looser tol than
+            # k=1 needed cannot reach the accuracy, so the sweep starts there
+            tols = tuple(t for t in PYH_TOLS if t <= summary["k1"]["pyhessian"]["tol"])
+        summary[f"k{k}"] = compare_k(prob, k, rounds, rows, args.pyhessian_budget, tols)
+    # spectrum at the tols calibrated for top-5 (top-1 in quick mode)
+    key = "k5" if "k5" in summary else "k1"
+    s = summary[key]
+    ours_tol = s["ours"]["tol"] if s["ours"] else 1e-2
+    pyh_row = s["pyhessian"] or s["pyhessian_tightest_tried"]
+    t = time.perf_counter()
+    summary["spectrum"] = spectrum(model, spec_batches, pyh_batches, ours_tol, pyh_row["tol"])
+    summary["spectrum"]["section_seconds"] = round(time.perf_counter() - t, 1)
+
     print()
-    print(f"{'k':>3} {'method':10s} {'tol':>7} {'HVPs':>5} {'seconds':>8} {'max rel err':>11}")
+    out_rows = []
     for key in [f"k{k}" for k in ks]:
+        v = summary[key]
         for name in ("ours", "pyhessian"):
-            r = summary[key][name]
+            r = v[name] or (v["pyhessian_tightest_tried"] if name == "pyhessian" else None)
             if r:
-                print(f"{r['k']:>3} {r['backend']:10s} {r['tol']:7.0e} {r['hvps']:5d} "
-                      f"{r['seconds']:8.2f} {r['max_rel_err']:11.1e}")
-        print(f"    ratio k={key[1:]}: {summary[key]['ratio']}")
-    s = summary["spectrum"]
-    print(f"spectrum {spec_batches} x top-5, batch 16: ours (warm) {s['ours_warm_seconds']} s, "
-          f"ours cold {s['ours_cold_seconds_extrapolated']} s and pyhessian "
-          f"{s['pyhessian_seconds_extrapolated']} s (both extrapolated from {pyh_batches} "
-          f"batch(es)); ratio {s['ratio']:.2f}; warm vs cold max rel diff {diff_cold:.1e}, "
-          f"vs pyhessian {diff_pyh:.1e}")
-    print(f"ratio (min over k): {result['ratio']}; total {result['total_seconds']} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+                out_rows.append(dict(k=r["k"], engine=r["backend"], tol=f"{r['tol']:.2g}",
+                                     hvps=r["hvps"], err=f"{r['max_rel_err']:.1e}",
+                                     seconds=v.get(f"{name}_seconds", r["seconds"])))
+        ratio = v.get("ratio")
+        out_rows.append(dict(engine=f"ratio k={key[1:]}",
+                             seconds=ratio if ratio is not None
+                             else f">= {v.get('ratio_lower_bound', float('nan')):.2f}"))
+    print(table(out_rows, [("k", "k"), ("engine", "engine"), ("tol", "tol"), ("hvps", "HVPs"),
+                           ("err", "max rel err"), ("seconds", "seconds (median)")]))
+    sp = summary["spectrum"]
+    print(f"spectrum {spec_batches} x top-5, batch 16: ours (warm) {sp['ours_warm_seconds']} s; "
+          f"ours cold {sp['ours_cold_seconds_extrapolated']} s and pyhessian "
+          f"{sp['pyhessian_seconds_extrapolated']} s (extrapolated from {pyh_batches} batch); "
+          f"ratio {sp['ratio']:.2f}; warm vs cold max rel diff "
+          f"{sp['max_rel_diff_warm_vs_cold']:.1e}, vs pyhessian "
+          f"{sp['max_rel_diff_ours_vs_pyhessian']:.1e}")
+    k1 = summary["k1"]
+    result = dict(
+        ratio=k1.get("ratio"),
+        ratio_definition=("top eigenvalue (k=1): pyhessian seconds / ours seconds, each at its "
+                          f"loosest tol within {BOUND:g} relative of the reference, medians of "
+                          "interleaved runs"),
+        goal=3.0,
+        ratio_k5=summary.get("k5", {}).get("ratio"),
+        ratio_k5_lower_bound=summary.get("k5", {}).get("ratio_lower_bound"),
+        ratio_spectrum=summary["spectrum"]["ratio"],
+        hvps_k1={"ours": (k1["ours"] or {}).get("hvps"),
+                 "pyhessian": (k1["pyhessian"] or {}).get("hvps")},
+        summary=summary, runs=rows,
+        model=dict(kind="mae", preset="tiny", params=prob.n, warmup_steps=steps),
+        batch=args.batch, quick=args.quick, total_seconds=round(time.perf_counter() - t_all, 1))
+    print(f"ratio (k=1): {result['ratio']}; k=5: {result['ratio_k5']}; spectrum: "
+          f"{result['ratio_spectrum']:.2f}; total {result['total_seconds']} s")
+    write_result("hessian", result, args.out)
 
 
 if __name__ == "__main__":

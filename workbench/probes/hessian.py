@@ -264,14 +264,16 @@ def _lanczos(loss_fn, params, k, tol, max_iter, dtype, seed, ncv=None, start="au
     beta = 0.0
     while True:
         w = op(Q[m]).to(vdtype)
-        h = Q[:m + 1] @ w
-        w = w - h @ Q[:m + 1]
-        h2 = Q[:m + 1] @ w  # second pass of classical Gram-Schmidt ("twice is enough")
-        w = w - h2 @ Q[:m + 1]
-        col = (h + h2).double().cpu().numpy()
+        basis = Q[:m + 1]
+        h = basis @ w
+        w = torch.addmv(w, basis.T, h, alpha=-1)  # w - Qᵀh, one pass over Q, no temporary
+        h2 = basis @ w  # second pass of classical Gram-Schmidt ("twice is enough")
+        w = torch.addmv(w, basis.T, h2, alpha=-1)
+        h = h + h2
+        beta = float(w.norm())
+        col = h.double().cpu().numpy()
         T[:m + 1, m] = col
         T[m, :m + 1] = col
-        beta = float(w.norm())
         m += 1
         theta, S = np.linalg.eigh(T[:m, :m])
         order = np.argsort(-np.abs(theta), kind="stable")

@@ -1,0 +1,263 @@
+"""Training step throughput: our MAE / MFF-MAE against lightly's MAE, interleaved in one process.
+
+One step = forward + MSE on the masked patches + backward + AdamW step, on synthetic images.
+The peer is built as lightly's own MAE example does (``MaskedVisionTransformerTIMM`` around a timm
+``VisionTransformer`` + ``MaskedVisionTransformerDecoderTIMM`` + a linear prediction head,
+``utils.random_token_mask`` / ``patchify`` / ``get_at_index``, plain ``AdamW``), with the same
+image size, patch, width, depth, heads, MLP ratio, decoder width/depth/heads, mask ratio and
+batch as our preset. Both predict plain pixels (our ``norm_pix_loss`` is switched off so the
+objectives are identical). Ours is stepped as ``workbench.train`` steps it: per-sample seeded
+masks (``masks_for``), AdamW over ``param_groups`` (fused on CUDA).
+
+    python bench/train_step.py                # CPU tiny (batch 64, fp32); + vit-b bf16 on CUDA
+    python bench/train_step.py --rounds 3     # quicker, noisier
+
+``ratio`` = our MAE images/s ÷ lightly's, CPU tiny (goal ≥ 1.0); on a GPU ``ratio_gpu`` = the
+best of ours (eager or compiled) ÷ lightly eager, vit-b bf16 batch 256 (goal ≥ 1.3).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common  # noqa: F401 - puts the repo on sys.path
+from common import header, interleave, median, table, write_result
+
+from workbench import build_model
+from workbench.train import masks_for, param_groups
+
+LR, BETAS, WD = 1.5e-4, (0.9, 0.95), 0.05
+
+
+# ------------------------------------------------------------------------------ the peer
+class LightlyMAE(nn.Module):
+    """lightly's MAE (examples/pytorch_lightning/mae.py, current API) at our preset's sizes."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        from lightly.models import utils
+        from lightly.models.modules import (MaskedVisionTransformerDecoderTIMM,
+                                            MaskedVisionTransformerTIMM)
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.utils = utils
+        vit = VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size,
+                                in_chans=cfg.in_chans, embed_dim=cfg.embed_dim, depth=cfg.depth,
+                                num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True,
+                                num_classes=0, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        self.mask_ratio = cfg.mask_ratio
+        self.patch_size = cfg.patch_size
+        self.backbone = MaskedVisionTransformerTIMM(vit=vit)
+        self.sequence_length = self.backbone.sequence_length
+        self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_embed_dim)
+        self.decoder = MaskedVisionTransformerDecoderTIMM(
+            num_patches=vit.patch_embed.num_patches, embed_dim=cfg.decoder_embed_dim,
+            depth=cfg.decoder_depth, num_heads=cfg.decoder_num_heads,
+            num_prefix_tokens=vit.num_prefix_tokens, mlp_ratio=cfg.mlp_ratio)
+        self.prediction_head = nn.Linear(cfg.decoder_embed_dim,
+                                         cfg.patch_size ** 2 * cfg.in_chans)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        u = self.utils
+        b = images.shape[0]
+        idx_keep, idx_mask = u.random_token_mask(size=(b, self.sequence_length),
+                                                 mask_ratio=self.mask_ratio,
+                                                 device=images.device)
+        x_encoded = self.backbone.encode(images=images, idx_keep=idx_keep)
+        x_decode = self.decoder_embed(x_encoded)
+        x_masked = x_decode.new_zeros(b, self.sequence_length, x_decode.shape[-1])
+        x_masked = u.set_at_index(x_masked, idx_keep, x_decode.type_as(x_masked))
+        x_decoded = self.decoder(x_masked, idx_mask=idx_mask)
+        x_pred = self.prediction_head(u.get_at_index(x_decoded, idx_mask))
+        target = u.get_at_index(u.patchify(images, self.patch_size), idx_mask - 1)
+        return F.mse_loss(x_pred.float(), target.float())
+
+
+# ------------------------------------------------------------------------------ steppers
+def _autocast(device: torch.device, bf16: bool):
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+class Stepper:
+    """``run(n)`` does ``n`` training steps on one fixed synthetic batch, returns images/s."""
+
+    def __init__(self, name, model, loss_of, params, device, batch, bf16, fused):
+        self.name, self.model, self.loss_of, self.device = name, model, loss_of, device
+        self.batch, self.bf16 = batch, bf16
+        self.opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WD,
+                                     **({"fused": True} if fused else {}))
+        self.step = 0
+        self.losses = []
+
+    def run(self, n: int) -> float:
+        sync = _sync(self.device)
+        if sync:
+            sync()
+        t = time.perf_counter()
+        for _ in range(n):
+            with _autocast(self.device, self.bf16):
+                loss = self.loss_of(self.step)
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+        if sync:
+            sync()
+        dt = time.perf_counter() - t
+        self.losses.append(float(loss.detach()))
+        return n * self.batch / dt
+
+
+def synthetic_images(batch: int, cfg, device, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g).to(device)
+
+
+def ours(kind, preset, device, batch, bf16=False, compile_model=False):
+    model = build_model(kind, preset, norm_pix_loss=False).to(device).train()
+    cfg = model.cfg
+    imgs = synthetic_images(batch, cfg, device)
+    run_model = torch.compile(model) if compile_model else model
+
+    def loss_of(step):  # as workbench.train: one seeded mask per sample
+        seeds = list(range(step * batch, (step + 1) * batch))
+        masking = masks_for(seeds, cfg.grid_size, cfg.mask_ratio, cfg.mask_strategy, device)
+        return run_model(imgs, masking=masking).loss
+
+    name = f"ours {kind.upper()}" + (" +compile" if compile_model else "")
+    return Stepper(name, model, loss_of, param_groups(model, WD), device, batch, bf16,
+                   fused=device.type == "cuda")
+
+
+def peer(preset, device, batch, bf16=False, compile_model=False):
+    cfg = build_model("mae", preset, norm_pix_loss=False).cfg
+    model = LightlyMAE(cfg).to(device).train()
+    imgs = synthetic_images(batch, cfg, device)
+    run_model = torch.compile(model) if compile_model else model
+    name = "lightly MAE" + (" +compile" if compile_model else "")
+    return Stepper(name, model, lambda step: run_model(imgs), model.parameters(), device, batch,
+                   bf16, fused=False)
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def compare(steppers: list[Stepper], steps: int, rounds: int, warmup: int = 1) -> list[dict]:
+    """Interleaved rounds of ``steps`` steps each; images/s medians per stepper."""
+    ips = interleave({s.name: partial(s.run, steps) for s in steppers}, rounds, warmup)
+    rows = []
+    for s in steppers:
+        rows.append(dict(name=s.name, images_per_s=median(ips[s.name]),
+                         all_images_per_s=[round(x, 2) for x in ips[s.name]],
+                         params=count_params(s.model), last_loss=s.losses[-1]))
+    return rows
+
+
+def section(label, steppers, steps, rounds, warmup, batch, preset, precision):
+    print(f"\n-- {label}: preset {preset}, batch {batch}, {precision}, {rounds} interleaved "
+          f"rounds of {steps} steps (+{warmup} warm-up)")
+    rows = compare(steppers, steps, rounds, warmup)
+    peer_row = next(r for r in rows if r["name"].startswith("lightly"))
+    for r in rows:
+        r["vs_lightly"] = r["images_per_s"] / peer_row["images_per_s"]
+        paired = sorted(a / b for a, b in zip(r["all_images_per_s"],
+                                              peer_row["all_images_per_s"]))
+        r["vs_lightly_per_round"] = dict(median=median(paired), min=paired[0], max=paired[-1])
+    print(table(rows, [("name", "model"), ("params", "params"), ("images_per_s", "images/s"),
+                       ("vs_lightly", "÷ lightly"), ("last_loss", "loss")]))
+    return dict(preset=preset, batch=batch, precision=precision, steps_per_round=steps,
+                rounds=rounds, warmup_rounds=warmup, results=rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--steps", type=int, default=4, help="steps per round (CPU)")
+    ap.add_argument("--batch", type=int, default=64, help="CPU batch")
+    ap.add_argument("--gpu-batch", type=int, default=256)
+    ap.add_argument("--gpu-preset", default="vit-b")
+    ap.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    header("training step: ours vs lightly MAE")
+    cpu = torch.device("cpu")
+    res = {"definition": "images/s of forward + masked-patch MSE + backward + AdamW step on a "
+                         "fixed synthetic batch; median over interleaved rounds; ratio = our "
+                         "MAE ÷ lightly MAE (CPU tiny)"}
+    sec = section("CPU", [ours("mae", "tiny", cpu, args.batch), ours("mff", "tiny", cpu, args.batch),
+                          peer("tiny", cpu, args.batch)],
+                  args.steps, args.rounds, 1, args.batch, "tiny", "fp32")
+    res["cpu"] = sec
+    by = {r["name"]: r for r in sec["results"]}
+    res["ratio"] = by["ours MAE"]["vs_lightly"]
+    res["ratio_per_round"] = by["ours MAE"]["vs_lightly_per_round"]
+    res["ratio_mff_cpu"] = by["ours MFF"]["vs_lightly"]
+    res["goal_cpu"] = 1.0
+    if torch.cuda.is_available() and not args.no_gpu:
+        gpu = torch.device("cuda")
+        try:
+            res["gpu"] = gpu_section(gpu, args.gpu_preset, args.gpu_batch, rounds=5)
+            res["ratio_gpu"] = res["gpu"]["ratio"]
+            res["goal_gpu"] = 1.3
+        except Exception as e:  # noqa: BLE001 - report and keep the CPU result
+            res["gpu"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"GPU section failed: {e}")
+    else:
+        res["gpu"] = {"skipped": "no CUDA device"}
+    pr = res["ratio_per_round"]
+    print(f"\nratio (our MAE ÷ lightly, CPU tiny): {res['ratio']:.3f}  (goal ≥ 1.0); per round: "
+          f"median {pr['median']:.3f}, range {pr['min']:.3f}-{pr['max']:.3f}")
+    write_result("train_step", res, args.out)
+
+
+def gpu_section(device, preset, batch, rounds=5, steps=10, compile_ours=True,
+                compile_peer=False) -> dict:
+    """vit-b (bf16 autocast) ours eager / ours compiled / lightly eager, interleaved."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    steppers = [ours("mae", preset, device, batch, bf16=True), peer(preset, device, batch, True)]
+    notes = {}
+    for wanted, make in ((compile_ours, lambda: ours("mae", preset, device, batch, bf16=True,
+                                                     compile_model=True)),
+                         (compile_peer, lambda: peer(preset, device, batch, True,
+                                                     compile_model=True))):
+        if not wanted:
+            continue
+        t = time.perf_counter()
+        try:  # compile outside the timed rounds; a compiler failure drops only this variant
+            s = make()
+            s.run(3)
+            steppers.append(s)
+            notes[f"{s.name} compile_seconds"] = round(time.perf_counter() - t, 1)
+        except Exception as e:  # noqa: BLE001
+            notes["compile_error"] = f"{type(e).__name__}: {str(e)[:500]}"
+            print(f"torch.compile failed, timing eager only: {e}")
+    sec = section("GPU", steppers, steps, rounds, 1, batch, preset, "bf16 autocast")
+    sec.update(notes)
+    by = {r["name"]: r for r in sec["results"]}
+    best = max(r["images_per_s"] for n, r in by.items() if n.startswith("ours"))
+    sec["ratio"] = best / by["lightly MAE"]["images_per_s"]
+    sec["ratio_eager"] = by["ours MAE"]["vs_lightly"]
+    sec["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    for s in steppers:
+        del s.opt
+    torch.cuda.empty_cache()
+    return sec
+
+
+if __name__ == "__main__":
+    main()
