@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -182,6 +183,24 @@ def section(label, steppers, steps, rounds, warmup, batch, preset, precision):
                 rounds=rounds, warmup_rounds=warmup, results=rows)
 
 
+CPU_PRESETS = {"tiny": 64, "vit-s": 8, "vit-b": 8, "vit-l": 4}  # preset -> batch
+
+
+def cpu_presets(steps: int = 2) -> dict:
+    """Our images/s per preset on the CPU (no peer): one warm-up step, then ``steps`` timed."""
+    cpu, rows = torch.device("cpu"), []
+    for preset, batch in CPU_PRESETS.items():
+        for kind in ("mae", "mff"):
+            stepper = ours(kind, preset, cpu, batch)
+            stepper.run(1)
+            ips = stepper.run(steps)
+            rows.append({"preset": preset, "model": kind, "batch": batch, "images_per_s": ips,
+                         "params": count_params(stepper.model)})
+            print(f"  {preset:6s} {kind:3s} batch {batch:3d}: {ips:8.1f} img/s", flush=True)
+            del stepper
+    return {"steps": steps, "precision": "fp32", "results": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=9)
@@ -191,7 +210,19 @@ def main() -> None:
     ap.add_argument("--gpu-preset", default="vit-b")
     ap.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--presets", action="store_true",
+                    help="only our images/s per preset on the CPU, added to the existing result")
     args = ap.parse_args()
+    if args.presets:
+        import json
+        path = Path(args.out) if args.out else common.RESULTS / "train_step.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        for key in ("benchmark", "machine", "versions", "date"):
+            old.pop(key, None)
+        header("training step: our images/s per preset, CPU")
+        old["cpu_presets"] = cpu_presets()
+        write_result("train_step", old, args.out)
+        return
     torch.manual_seed(0)
     header("training step: ours vs lightly MAE")
     cpu = torch.device("cpu")

@@ -16,6 +16,7 @@ from PIL import Image
 from workbench.__main__ import main
 from workbench.checkpoints import load_checkpoint, read_checkpoint
 from workbench.models import MaskedAutoencoder, build_model
+from workbench.probes import fusion_history, fusion_weights
 from workbench.train import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
                              peak_lr, resolve, train)
 
@@ -118,6 +119,12 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
         assert r["fused_layers"] == [0, 1] and len(r["fusion_weights"]) == 2
         assert sum(r["fusion_weights"]) == pytest.approx(1.0, abs=1e-5)
     assert r["epoch"] == pytest.approx(6 * 8 / len_builtin(16))
+    # the fusion probe reads back exactly what was logged, and the last row is the model's now
+    history = fusion_history(tmp_path)
+    assert history.steps.tolist() == [2, 4, 6] and history.layers == [0, 1]
+    assert history.weights.tolist() == [r["fusion_weights"] for r in rows]
+    layers, now = fusion_weights(load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert torch.allclose(now.double(), history.weights[-1], atol=1e-6)
     assert "heldout_loss" in rows[-1] and "heldout_loss" not in rows[0]
     assert rows[-1]["heldout_loss"] == pytest.approx(result.heldout_loss)
     conf = json.loads((tmp_path / "config.json").read_text())
