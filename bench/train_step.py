@@ -210,7 +210,7 @@ def main() -> None:
     ap.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
     ap.add_argument("--out", default=None)
     ap.add_argument("--presets", action="store_true",
-                    help="only our images/s per preset on the CPU, added to the existing result")
+                    help="only our images/s per preset on the CPU (bench/results/train_step_presets.json)")
     args = ap.parse_args()
     if args.presets:  # its own file: the ratio run's machine and date stay with the ratio
         header("training step: our images/s per preset, CPU")
