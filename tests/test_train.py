@@ -313,3 +313,14 @@ def test_cli_unknown_setting_and_existing_run(tmp_path, capsys):
     assert "key=value" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing.pt")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_gpu_small_preset_defaults():
+    """The GPU science preset: ViT-S-like encoder at 64 px, MFF's ViT-B fusion layers, its own
+    training defaults (not the 4096-batch paper recipe)."""
+    cfg = resolve(TrainConfig(model="mff", preset="gpu-small"))
+    assert (cfg.batch_size, cfg.steps) == (256, 5000)
+    model = build_model("mff", "gpu-small")
+    assert (model.cfg.img_size, model.cfg.embed_dim, model.cfg.depth) == (64, 384, 12)
+    assert model.fused_layers == [0, 2, 4, 6, 8, 11]
+    assert resolve(TrainConfig(preset="vit-b")).batch_size == 4096  # others: the papers' recipe

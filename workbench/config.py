@@ -144,6 +144,10 @@ PRESETS: dict[str, dict] = {
     # 3 M parameters, trains on a 2-core CPU in minutes (32 px photos, 8x8 patches of 4 px).
     "tiny": dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3,
                  decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    # ViT-S encoder on 64 px images (8x8 patches of 8 px) with a 4 x 256 decoder: for a GPU run on
+    # the built-in photos that is long enough for the fusion weights to settle (minutes on a GPU).
+    "gpu-small": dict(img_size=64, patch_size=8, embed_dim=384, depth=12, num_heads=6,
+                      decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
     "vit-s": dict(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
                   **_PAPER_DECODER),
     "vit-b": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
