@@ -228,9 +228,10 @@ def write_findings(out: Path, records: list[dict]) -> None:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """The gallery's text files: the package's atomic write (temp file, fsync, rename)."""
+    from workbench.checkpoints import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 # ----------------------------------------------------------------------------- main

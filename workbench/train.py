@@ -38,9 +38,10 @@ from torch.utils.data import DataLoader
 from .checkpoints import (atomic_save, atomic_write, atomic_write_text, checkpoint_dict,
                           file_lock, read_checkpoint, remove_stale_temps)
 from .config import ModelConfig, model_config
-from .data import StepBatches, build_dataset, fixed_batch, unnormalize
+from .data import StepBatches, build_dataset, fixed_batch
 from .models import MaskedAutoencoder, model_from_config
 from .models.masking import Masking, mask_patches
+from .probes.reconstruction import reconstruct
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -299,29 +300,16 @@ def evaluate(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float = 0
 @torch.no_grad()
 def reconstruction_grid(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int = 0,
                         scale: int = 4):
-    """A PIL image, one row per image: original | masked | reconstruction (visible patches
-    pasted back). With norm_pix_loss each predicted patch is un-normalised with the mean and
-    variance of the true patch, as in the MAE demo."""
+    """A PIL image, one row per image: original | masked (black) | reconstruction with the
+    visible patches pasted back, at the model's own mask ratio and strategy. The reconstruction
+    is :func:`workbench.probes.reconstruct`'s (norm-pix predictions un-normalised with the true
+    patch statistics, as in the MAE demo)."""
     from PIL import Image
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    imgs = imgs.to(device)
-    out = model(imgs, seed=seed)
-    pred = out.pred.float()  # [B, N, p*p*3]
-    if model.cfg.norm_pix_loss:
-        target = model.patchify(imgs.float())
-        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-        pred = pred * (var + 1e-6) ** 0.5 + mean
-    model.train(was_training)
-    mask = out.mask.unsqueeze(-1).expand(-1, -1, pred.shape[-1]).float()  # [B, N, p*p*3]
-    visible = 1 - model.unpatchify(mask)  # [B, 3, S, S], 1 = visible pixel
-    patches = model.patchify(imgs.float())
-    recon = model.unpatchify(pred * mask + patches * (1 - mask))
-    rows = [torch.cat([unnormalize(a), unnormalize(a) * v, unnormalize(c)], dim=2)
-            for a, v, c in zip(imgs.float(), visible, recon)]  # each [3, S, 3S], masked = black
-    grid = torch.cat(rows, dim=1).cpu()  # [3, B*S, 3S]
+    r = reconstruct(model, imgs, mask_ratio=model.cfg.mask_ratio,
+                    mask_strategy=model.cfg.mask_strategy, seed=seed, fill=0.0)
+    rows = [torch.cat([a, m, c], dim=2) for a, m, c in zip(r.original, r.masked, r.pasted)]
+    grid = torch.cat(rows, dim=1).float().cpu()  # [3, B*S, 3S], each [3, S, 3S]
     arr = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     img = Image.fromarray(arr)
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import check_mask_ratio, check_mask_strategy
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data import IMAGENET_MEAN, IMAGENET_STD, unnormalize  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -25,9 +23,7 @@ class Reconstruction:
 
 def to_display(imgs: torch.Tensor) -> torch.Tensor:
     """ImageNet-normalised [B, 3, H, W] -> display space: x·std + mean, clamped to [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=imgs.dtype, device=imgs.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=imgs.dtype, device=imgs.device).view(1, 3, 1, 1)
-    return (imgs * std + mean).clamp(0.0, 1.0)
+    return unnormalize(imgs)
 
 
 def unnormalize_patches(model, pred: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
