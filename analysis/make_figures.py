@@ -189,6 +189,8 @@ def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
 
 # ----------------------------------------------------------------------------- gallery
 def write_index(out: Path, records: list[dict], meta: dict) -> None:
+    from workbench.io import atomic_write_text
+
     rows = []
     for r in records:
         figs = [f for f in r["files"] if f.endswith(FIGURE_SUFFIXES)]
@@ -208,10 +210,12 @@ def write_index(out: Path, records: list[dict], meta: dict) -> None:
             "1px solid #ccc}</style></head><body><h1>MIM Workbench figures</h1>"
             f"<p>commit {html.escape(str(meta['git_commit']))}; <a href='findings.md'>findings</a>; "
             f"<a href='manifest.json'>manifest</a></p>{''.join(rows)}</body></html>")
-    atomic_write(out / "index.html", page)
+    atomic_write_text(out / "index.html", page)
 
 
 def write_findings(out: Path, records: list[dict]) -> None:
+    from workbench.io import atomic_write_text
+
     lines = ["# Findings: the papers' claims against this run", "",
              "Each claim as the paper states it, what this run measured, and whether it held. "
              "Tiny models trained for minutes on a few photos are far from the papers' setting: "
@@ -224,14 +228,7 @@ def write_findings(out: Path, records: list[dict]) -> None:
         for c in json.loads(path.read_text()):
             held = {True: "yes", False: "no", None: "n/a"}[c.get("held")]
             lines.append(f"| {c['source']} | {c['claim']} | {c['measured']} | {held} |")
-    atomic_write(out / "findings.md", "\n".join(lines) + "\n")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """The gallery's text files: the package's atomic write (temp file, fsync, rename)."""
-    from workbench.checkpoints import atomic_write_text
-
-    atomic_write_text(path, text)
+    atomic_write_text(out / "findings.md", "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- main
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
 
-    from workbench.checkpoints import FileLocked, file_lock, remove_stale_temps
+    from workbench.io import FileLocked, file_lock, remove_stale_temps
 
     # One batch at a time per gallery folder: two batches into the same figures/ would mix their
     # files. The OS drops the lock when a batch exits, even when it is killed.
@@ -273,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     """Checkpoints, notebooks, gallery -- run while holding ``OUT/.lock``."""
-    from workbench.checkpoints import CheckpointError, file_lock, read_checkpoint
+    from workbench.checkpoints import CheckpointError, read_checkpoint
+    from workbench.io import atomic_write_text, file_lock
 
     for flag in ("mae", "mff"):
         given = getattr(args, flag)
@@ -314,7 +312,7 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()}}
     records = run_notebooks(sets, args.out, common, meta, args.jobs)
     manifest = {**meta, "figures": records}
-    atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=2))
+    atomic_write_text(args.out / "manifest.json", json.dumps(manifest, indent=2))
     write_index(args.out, records, meta)
     write_findings(args.out, records)
     failed = [r["name"] for r in records if r["status"] != "ok"]

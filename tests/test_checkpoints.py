@@ -11,8 +11,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from workbench import build_model
-from workbench.checkpoints import (CheckpointError, atomic_save, export_timm, load_checkpoint,
-                                   read_checkpoint, save_checkpoint)
+from workbench.checkpoints import (CheckpointError, export_timm, load_checkpoint, read_checkpoint,
+                                   save_checkpoint)
+from workbench.io import atomic_save
 from workbench.models import EncoderOnlyError
 
 DIMS = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)

@@ -38,8 +38,8 @@ from PIL import Image
 
 import workbench.train as train_module
 from workbench.__main__ import main
-from workbench.checkpoints import (CheckpointError, file_lock, load_checkpoint, read_checkpoint,
-                                   save_checkpoint)
+from workbench.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from workbench.io import file_lock
 from workbench.data import ImageFolder
 from workbench.models import MaskedAutoencoder, build_model
 from workbench.train import Dist, StopRequest, TrainConfig, train

@@ -16,25 +16,21 @@ Dimensions are inferred from the tensors; published head counts are used for pub
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import re
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any
 
 import torch
 
 from .config import PUBLISHED_HEADS, ModelConfig, default_fuse_layers
+from .io import atomic_save
 from .models import MaskedAutoencoder, model_from_config
 
 FORMAT = "mim-workbench"
 FORMAT_VERSION = 1
-TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp"
 
 ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 DECODER_PREFIXES = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_blocks.",
@@ -294,100 +290,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 # ------------------------------------------------------------------------------- writing
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
-    a reader sees the old file or the new one, never a partial one. If ``write`` fails the temporary
-    file is removed and ``path`` is untouched; if the process is killed, a ``.<name>.*.tmp`` file
-    may stay behind, which :func:`remove_stale_temps` deletes (a run does so when it starts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_write`: never a partial checkpoint at ``path``."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files that :func:`atomic_write` leaves when its process is
-    killed mid-write. Only call this while holding the folder's :func:`file_lock` (a live writer's
-    temporary file looks the same)."""
-    folder = Path(folder)
-    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-class FileLocked(OSError):
-    """Another process holds the lock of a run directory or figure folder."""
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike, timeout: float | None = None,
-              holder: str = "another process") -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` for the ``with`` block.
-
-    The operating system drops the lock when the holder exits, however it exits (SIGKILL too), so
-    a lock is never left stale. ``timeout``: None waits as long as needed (saying once that it
-    waits), 0 fails at once, otherwise fails after that many seconds with :class:`FileLocked`.
-    Without ``fcntl`` (Windows) nothing is locked.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                f.seek(0)
-                pid = f.read().strip() or "?"
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise FileLocked(f"{path} is held by {holder} (pid {pid}); wait for it to "
-                                     f"finish or use another folder") from None
-                if not waited:
-                    print(f"{path} is held by {holder} (pid {pid}); waiting", file=sys.stderr)
-                    waited = True
-                time.sleep(0.2)
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def checkpoint_dict(model: MaskedAutoencoder, **extra: Any) -> dict:
     """Our layout: the config and weights, plus whatever training state ``extra`` holds."""
     return {"format": FORMAT, "version": FORMAT_VERSION, "config": model.cfg.to_dict(),

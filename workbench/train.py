@@ -35,8 +35,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from .checkpoints import (atomic_save, atomic_write, atomic_write_text, checkpoint_dict,
-                          file_lock, read_checkpoint, remove_stale_temps)
+from .checkpoints import checkpoint_dict, read_checkpoint
+from .io import (OutputError, append_line, atomic_save, atomic_write, atomic_write_text,
+                 check_free_space, check_writable, file_lock, read_metrics, remove_stale_temps)
 from .config import ModelConfig, model_config
 from .data import StepBatches, build_dataset, fixed_batch
 from .models import MaskedAutoencoder, model_from_config
@@ -116,11 +117,6 @@ class TrainResult:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-class OutputError(OSError):
-    """The run's files cannot be written (disk full, unwritable); the message names the last good
-    checkpoint, which is left intact."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -315,59 +311,12 @@ def reconstruction_grid(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int 
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"output directory {out} is not writable: {e}") from e
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of ``metrics.jsonl``; a damaged line (a write cut short by a full disk) is
-    skipped with a warning."""
-    if not path.exists():
-        return []
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{lineno} is not a complete JSON record; skipped")
-    return rows
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line with a single ``write`` on an O_APPEND descriptor: a killed process leaves
-    the whole line or none of it."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        data = (line + "\n").encode()
-        if os.write(fd, data) != len(data):
-            raise OSError(f"short write to {path}")
-    finally:
-        os.close(fd)
-
-
 def checkpoint_bytes(model: torch.nn.Module) -> int:
     """About the size of a training checkpoint: the weights and buffers plus AdamW's two moments
     per trainable parameter."""
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     moments = sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return state + moments
-
-
-def check_free_space(out: Path, needed: int) -> None:
-    """Refuse to start when ``out`` cannot hold one more checkpoint (it is written beside the old
-    one, then renamed over it)."""
-    free = shutil.disk_usage(out).free
-    if free < needed:
-        raise OutputError(f"not enough free space in {out}: a checkpoint needs about "
-                          f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; free some space "
-                          f"or choose another --out")
 
 
 def raise_on_all_ranks(problem: Exception | None, dd: Dist, device: torch.device) -> None:

@@ -2,15 +2,14 @@
 layers") and their value in a loaded model."""
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..config import default_fuse_layers
+from ..io import RunFiles, read_metrics, run_files
 
 
 class NoFusionError(ValueError):
@@ -24,11 +23,8 @@ class FusionHistory:
     layers: list[int]  # [L] encoder block index of each fused layer (0-based)
 
 
-def _layers_from_config(run_dir: Path) -> list[int] | None:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return None
-    model = json.loads(path.read_text()).get("model", {})
+def _layers_from_config(files: RunFiles) -> list[int] | None:
+    model = (files.read_config() or {}).get("model", {})
     if model.get("fuse_layers") is not None:
         return [int(i) for i in model["fuse_layers"]]
     if model.get("depth") is not None:
@@ -37,47 +33,37 @@ def _layers_from_config(run_dir: Path) -> list[int] | None:
 
 
 def fusion_history(run_dir: str | Path) -> FusionHistory:
-    """Read ``run_dir/metrics.jsonl`` (one JSON object per line, as the training engine writes)
-    and return the logged fusion weights.
+    """Read ``run_dir/metrics.jsonl`` (one JSON object per line, as the training engine writes;
+    read by :func:`workbench.io.read_metrics`) and return the logged fusion weights.
 
-    Lines without ``fusion_weights`` (evaluation lines, ...) and blank lines are skipped. Weights
-    are the softmax-normalised weights as logged; each row must sum to 1 (±1e-3). The fused layer
-    indices come from the lines' ``fused_layers``, else from ``run_dir/config.json``
+    Records without ``fusion_weights`` (evaluation lines, ...) are skipped. Weights are the
+    softmax-normalised weights as logged; each row must sum to 1 (±1e-3). The fused layer indices
+    come from the records' ``fused_layers``, else from ``run_dir/config.json``
     (``model.fuse_layers``, or the default rule for ``model.depth``). Raises
     :class:`NoFusionError` for a run that never logged fusion weights (a plain MAE run).
     """
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
+    path = run_files(run_dir).metrics if run_dir.is_dir() else run_dir
     if not path.exists():
         raise FileNotFoundError(f"no metrics file at {path}")
     steps, rows, layers = [], [], None
-    lines = path.read_text().splitlines()
-    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == last:  # a write cut short (killed run, full disk): the training side
-                warnings.warn(f"{path}:{lineno} is an incomplete last record; skipped")  # too
-                continue
-            raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
-        w = rec.get("fusion_weights") if isinstance(rec, dict) else None
+    for rec in read_metrics(path):
+        w = rec.get("fusion_weights")
         if w is None:
             continue
+        where = f"{path} (step {rec.get('step', '?')})"
         if "step" not in rec:
-            raise ValueError(f"{path}:{lineno} has fusion_weights but no step")
+            raise ValueError(f"{path}: a record has fusion_weights but no step")
         if rows and len(w) != len(rows[0]):
-            raise ValueError(f"{path}:{lineno} has {len(w)} fusion weights, earlier lines "
+            raise ValueError(f"{where} has {len(w)} fusion weights, earlier records "
                              f"{len(rows[0])}")
         if not math.isclose(sum(w), 1.0, abs_tol=1e-3) or min(w) < 0:
-            raise ValueError(f"{path}:{lineno}: fusion_weights {w} are not normalised weights "
+            raise ValueError(f"{where}: fusion_weights {w} are not normalised weights "
                              f"(non-negative, summing to 1)")
         if rec.get("fused_layers") is not None:
             these = [int(i) for i in rec["fused_layers"]]
             if layers is not None and these != layers:
-                raise ValueError(f"{path}:{lineno}: fused_layers changed from {layers} to {these}")
+                raise ValueError(f"{where}: fused_layers changed from {layers} to {these}")
             layers = these
         steps.append(int(rec["step"]))
         rows.append([float(x) for x in w])
@@ -85,7 +71,7 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
         raise NoFusionError(f"{path} has no fusion_weights: is this a plain MAE run? Fusion "
                             f"weights exist only for MFF-MAE runs")
     if layers is None:
-        layers = _layers_from_config(path.parent)
+        layers = _layers_from_config(run_files(path.parent))
     if layers is None:
         raise ValueError(f"{path} does not say which layers are fused (no fused_layers and no "
                          f"config.json with the model's depth)")

@@ -1,0 +1,251 @@
+"""File safety in one place: atomic writes, locks, appended metric lines, the run-directory layout
+and the one reader of ``metrics.jsonl``.
+
+Every file the workbench writes goes through here, so that a process killed at any moment (even
+by SIGKILL mid-write) leaves either the old file or the new one, never a partial one:
+
+* :func:`atomic_write` -- write a temporary file beside the target, fsync, rename it over;
+* :func:`append_line` -- one whole line per ``write`` on an ``O_APPEND`` descriptor;
+* :func:`file_lock` -- an ``fcntl`` lock the operating system drops when its holder dies;
+* :class:`RunFiles` -- the names of a training run's files, spelled once.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp"
+
+
+class OutputError(OSError):
+    """Files cannot be written (disk full, unwritable folder); the message says which and why."""
+
+
+class FileLocked(OSError):
+    """Another process holds the lock of a run directory or figure folder."""
+
+
+# ----------------------------------------------------------------------------- the run directory
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a training run directory (``python -m workbench train --out ROOT``)."""
+
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:  # model, optimizer, scheduler, scaler, RNG, configs, step
+        return self.root / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:  # one JSON record per log step
+        return self.root / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:  # {"model": ModelConfig, "train": TrainConfig}
+        return self.root / "config.json"
+
+    @property
+    def snapshots(self) -> Path:  # reconstruction PNGs
+        return self.root / "snapshots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def lock(self) -> Path:  # held by the training process that writes here
+        return self.root / ".lock"
+
+    def snapshot(self, step: int) -> Path:
+        return self.snapshots / f"step_{step:06d}.png"
+
+    def read_config(self) -> dict | None:
+        """``config.json`` as a dict, or None when the run has none."""
+        return json.loads(self.config.read_text()) if self.config.exists() else None
+
+
+def run_files(root: str | os.PathLike) -> RunFiles:
+    return RunFiles(Path(root))
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory holding ``checkpoint.pt`` -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir() and run_files(path).checkpoint.exists():
+        return run_files(path).checkpoint
+    return path
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
+    a reader sees the old file or the new one, never a partial one. If ``write`` fails the temporary
+    file is removed and ``path`` is untouched; if the process is killed, a ``.<name>.*.tmp`` file
+    may stay behind, which :func:`remove_stale_temps` deletes (a run does so when it starts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`: never a partial checkpoint at ``path``."""
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files that :func:`atomic_write` leaves when its process is
+    killed mid-write. Only call this while holding the folder's :func:`file_lock` (a live writer's
+    temporary file looks the same)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+# ----------------------------------------------------------------------------- metric lines
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line with a single ``write`` on an O_APPEND descriptor: a killed process leaves
+    the whole line or none of it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = (line + "\n").encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+    finally:
+        os.close(fd)
+
+
+def append_record(path: str | os.PathLike, record: dict) -> None:
+    """One metrics record as one JSON line (see :func:`append_line`)."""
+    append_line(path, json.dumps(record))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file (a run directory names its own); [] if none.
+
+    Blank lines are skipped. An incomplete *last* line -- a write cut short by a kill or a full
+    disk -- is skipped with a warning; a damaged line anywhere else means the file is not one the
+    training engine wrote, and is a ValueError naming the line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = run_files(path).metrics
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == last:
+                warnings.warn(f"{path}:{lineno} is an incomplete last record; skipped")
+                continue
+            raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno} is not a JSON object")
+        rows.append(record)
+    return rows
+
+
+# ----------------------------------------------------------------------------- checks
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and prove a file can be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"output directory {folder} is not writable: {e}") from e
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str = "a checkpoint") -> None:
+    """Refuse to start when ``folder`` cannot hold ``needed`` more bytes (a checkpoint is written
+    beside the old one, then renamed over it)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OutputError(f"not enough free space in {folder}: {what} needs about "
+                          f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; free some space "
+                          f"or choose another --out")
+
+
+# ----------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout: float | None = None,
+              holder: str = "another process") -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` for the ``with`` block.
+
+    The operating system drops the lock when the holder exits, however it exits (SIGKILL too), so
+    a lock is never left stale. ``timeout``: None waits as long as needed (saying once that it
+    waits), 0 fails at once, otherwise fails after that many seconds with :class:`FileLocked`.
+    Without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read().strip() or "?"
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise FileLocked(f"{path} is held by {holder} (pid {pid}); wait for it to "
+                                     f"finish or use another folder") from None
+                if not waited:
+                    print(f"{path} is held by {holder} (pid {pid}); waiting", file=sys.stderr)
+                    waited = True
+                time.sleep(0.2)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
