@@ -5,6 +5,7 @@ from ..config import ModelConfig, model_config
 from .mae import EncoderOnlyError, MAEOutput, MaskedAutoencoder
 from .masking import Masking, mask_patches, num_kept
 from .mff import MFFMaskedAutoencoder, MultiLevelFusion
+from .modes import eval_mode
 
 
 def model_from_config(cfg: ModelConfig) -> MaskedAutoencoder:
@@ -22,4 +23,4 @@ def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedA
 
 __all__ = ["build_model", "model_from_config", "MaskedAutoencoder", "MFFMaskedAutoencoder",
            "MultiLevelFusion", "MAEOutput", "Masking", "mask_patches", "num_kept",
-           "EncoderOnlyError"]
+           "EncoderOnlyError", "eval_mode"]

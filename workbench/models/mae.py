@@ -42,6 +42,8 @@ class EncoderOnlyError(RuntimeError):
 
 
 class MaskedAutoencoder(nn.Module):
+    has_fusion = False  # True for models whose decoder reads a fusion of several layers (MFF)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg

@@ -46,6 +46,8 @@ class MultiLevelFusion(nn.Module):
 
 
 class MFFMaskedAutoencoder(MaskedAutoencoder):
+    has_fusion = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.fusion = MultiLevelFusion(cfg.fused_layers, cfg.embed_dim, cfg.fusion_proj)
