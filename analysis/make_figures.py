@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -43,24 +42,16 @@ def sha256(path: Path) -> str:
 
 
 def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    from workbench.provenance import git_commit as commit_of
+
+    return commit_of(ROOT)
 
 
 def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    """Installed versions of the packages behind the figures (those installed)."""
+    from workbench.provenance import package_versions
+
+    return {k: v for k, v in package_versions(VERSIONED).items() if v is not None}
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -12,21 +12,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-if str(ROOT) not in sys.path:  # runnable as `python bench/x.py` without an install
-    sys.path.insert(0, str(ROOT))
-if os.environ.get("BENCH_THREADS"):  # e.g. BENCH_THREADS=1 on a machine shared with other jobs
-    import torch
-
-    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 
 PACKAGES = ("torch", "torchvision", "timm", "lightly", "pyhessian", "numpy", "mim-workbench")
 
@@ -54,22 +45,19 @@ def machine() -> dict:
     return out
 
 
+def setup() -> None:
+    """What every benchmark's ``main`` does first: ``BENCH_THREADS=N`` pins torch to N threads
+    (steadier on a machine shared with other jobs)."""
+    if os.environ.get("BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+
+
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        out["git_commit"] = commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        out["git_commit"] = None
-    return out
+    from workbench.provenance import git_commit, package_versions
+
+    return {**package_versions(PACKAGES), "git_commit": git_commit(ROOT, short=True)}
 
 
 def now() -> str:

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401 - puts the repo on sys.path
+import common
 from common import ROOT, header, table, write_result
 
 WHEELHOUSE = Path.home() / ".cache" / "mim-workbench" / "bench-wheels"
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="where to make the temporary directory")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    common.setup()
     header("make figures end to end (fresh copy of the repository)")
     tmp = Path(tempfile.mkdtemp(prefix="mim-bench-figures-", dir=args.workdir))
     src = tmp / "src"

@@ -13,7 +13,7 @@ Sections (each in its own try/except: one failure still writes the others):
 * data     the workbench's ImageFolder + MAE transform (RandomResizedCrop 224 bicubic + flip) over
            synthetic JPEGs (~500×375, written to a temp dir), 8 DataLoader workers (and all
            cores), images/s, against the model step's images/s.
-* loop     ``workbench.train`` end to end on that folder (vit-b, bf16, 8 workers, eager):
+* loop     ``workbench.training.train`` end to end on that folder (vit-b, bf16, 8 workers, eager):
            images/s of its last logged interval.
 * slider   ``ReconstructionExplorer`` update latency with vit-l (goal ≤ 300 ms).
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-import common  # noqa: F401 - puts the repo on sys.path, applies BENCH_THREADS
+import common
 from common import header, median, write_result
 
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity), first match on the device name
@@ -52,16 +52,13 @@ def peak_tflops(name: str) -> float | None:
 
 
 def count_step_flops(stepper) -> float:
-    """FLOPs of one forward + backward of ``stepper`` (no optimizer), counted by dispatch."""
+    """FLOPs of one training step of ``stepper``, counted by dispatch (matmuls, convolutions,
+    attention: the optimizer's elementwise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from train_step import _autocast
     counter = FlopCounterMode(display=False)
     with counter:
-        with _autocast(stepper.device, stepper.bf16):
-            loss = stepper.loss_of(10**6)
-        loss.backward()
-    stepper.opt.zero_grad(set_to_none=True)
+        stepper.step()
     return float(counter.get_total_flops())
 
 
@@ -127,6 +124,7 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    common.setup()
     t_start = time.perf_counter()
     if not torch.cuda.is_available() and not args.smoke:
         print("bench/gpu.py: no CUDA device; writing a skipped result")
@@ -179,12 +177,12 @@ def main() -> None:
         res["ratio_eager"] = sec["ratio_eager"]
 
     def mfu_section():
-        ours = ts.ours("mae", preset, device, batch, bf16=True)
-        peer = ts.peer(preset, device, batch, bf16=True)
+        ours = ts.Ours("mae", preset, device, batch, bf16=True)
+        peer = ts.Peer(preset, device, batch, bf16=True)
         flops_ours, flops_peer = count_step_flops(ours), count_step_flops(peer)
         sec = {"flops_per_step": flops_ours, "flops_per_image": flops_ours / batch,
                "lightly_flops_per_step": flops_peer,
-               "counted": "FlopCounterMode, one forward + backward (optimizer not counted)"}
+               "counted": "FlopCounterMode, one training step (forward + backward; optimizer not counted)"}
         step = res.get("step", {}).get("results", [])
         rows = {r["name"]: r["images_per_s"] for r in step}
         if not rows:  # the step section failed or was skipped: measure eager ours here
@@ -227,11 +225,11 @@ def main() -> None:
         res["data"] = sec
 
     def loop_section():
-        from workbench.train import TrainConfig, train
+        from workbench.training import TrainConfig, train
         if not folder.exists():
             make_jpeg_folder(folder, 96 if smoke else args.images)
         steps = 4 if smoke else 40
-        cfg = TrainConfig(model="mae", preset=preset, data=str(folder), steps=steps,
+        cfg = TrainConfig(kind="mae", preset=preset, data=str(folder), steps=steps,
                           batch_size=batch, num_workers=2 if smoke else 8,
                           precision="fp32" if smoke else "bf16",
                           device=device.type, out=str(tmp / "run"), ckpt_every=0,

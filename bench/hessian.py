@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-import common  # noqa: F401 - puts the repo on sys.path, applies BENCH_THREADS
+import common
 from common import header, interleave, median, table, write_result
 
 from workbench import build_model
@@ -207,6 +207,7 @@ def main() -> None:
                     help="seconds a pyhessian tol sweep may spend before giving up")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    common.setup()
     ks = [1] if args.quick else [1, 5]
     spec_batches, pyh_batches = (4, 1) if args.quick else (args.spectrum_batches, 1)
     rounds = 2 if args.quick else args.rounds

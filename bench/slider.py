@@ -20,7 +20,7 @@ import time
 
 import torch
 
-import common  # noqa: F401 - puts the repo on sys.path, applies BENCH_THREADS
+import common
 from common import header, median, percentile, table, write_result
 
 from workbench import build_model
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    common.setup()
     header("mask-ratio slider latency (ReconstructionExplorer update)")
     res = {"definition": "wall ms of one slider change: reconstruct every model + compose + PNG "
                          "encode (browser redraw not included); ratio = 100 ms budget ÷ median "

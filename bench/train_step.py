@@ -6,8 +6,9 @@ The peer is built as lightly's own MAE example does (``MaskedVisionTransformerTI
 ``utils.random_token_mask`` / ``patchify`` / ``get_at_index``, plain ``AdamW``), with the same
 image size, patch, width, depth, heads, MLP ratio, decoder width/depth/heads, mask ratio and
 batch as our preset. Both predict plain pixels (our ``norm_pix_loss`` is switched off so the
-objectives are identical). Ours is stepped as ``workbench.train`` steps it: per-sample seeded
-masks (``masks_for``), AdamW over ``param_groups`` (fused on CUDA).
+objectives are identical). Ours is the product's own step, ``workbench.training.train_step``,
+on the state ``build_train_state`` makes for a run with the preset's defaults (per-sample seeded
+masks, AdamW over ``param_groups``, fused on CUDA, the schedule, the scaler, autocast).
 
     python bench/train_step.py                # CPU tiny (batch 64, fp32); + vit-b bf16 on CUDA
     python bench/train_step.py --rounds 3     # quicker, noisier
@@ -26,11 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import common  # noqa: F401 - puts the repo on sys.path
+import common
 from common import header, interleave, median, table, write_result
 
 from workbench import build_model
-from workbench.train import masks_for, param_groups
+from workbench.training import Dist, TrainConfig, build_train_state, resolve, train_step
+from workbench.training.settings import build_model_config
 
 LR, BETAS, WD = 1.5e-4, (0.9, 0.95), 0.05
 
@@ -91,15 +93,15 @@ def _sync(device: torch.device):
 
 
 class Stepper:
-    """``run(n)`` does ``n`` training steps on one fixed synthetic batch, returns images/s."""
+    """``run(n)`` does ``n`` training steps on one fixed synthetic batch and returns images/s;
+    ``step()`` does one. Subclasses say what a step is."""
 
-    def __init__(self, name, model, loss_of, params, device, batch, bf16, fused):
-        self.name, self.model, self.loss_of, self.device = name, model, loss_of, device
-        self.batch, self.bf16 = batch, bf16
-        self.opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WD,
-                                     **({"fused": True} if fused else {}))
-        self.step = 0
-        self.losses = []
+    def __init__(self, name: str, model: nn.Module, device: torch.device, batch: int):
+        self.name, self.model, self.device, self.batch = name, model, device, batch
+        self.losses: list[float] = []
+
+    def step(self) -> float:
+        raise NotImplementedError
 
     def run(self, n: int) -> float:
         sync = _sync(self.device)
@@ -107,48 +109,60 @@ class Stepper:
             sync()
         t = time.perf_counter()
         for _ in range(n):
-            with _autocast(self.device, self.bf16):
-                loss = self.loss_of(self.step)
-            loss.backward()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            self.step += 1
+            loss = self.step()
         if sync:
             sync()
         dt = time.perf_counter() - t
-        self.losses.append(float(loss.detach()))
+        self.losses.append(float(loss))
         return n * self.batch / dt
+
+
+class Ours(Stepper):
+    """The product's own step: ``workbench.training.train_step`` on a state that
+    ``build_train_state`` makes exactly as a run does (AdamW over ``param_groups``, fused on CUDA,
+    the schedule, the scaler, per-sample seeded masks, autocast), with the preset's defaults."""
+
+    def __init__(self, kind, preset, device, batch, bf16=False, compile_model=False):
+        cfg = resolve(TrainConfig(kind=kind, preset=preset, batch_size=batch, device=device.type,
+                                  precision="bf16" if bf16 else "fp32", compile=compile_model,
+                                  model_overrides={"norm_pix_loss": False}))
+        self.state = build_train_state(cfg, build_model_config(cfg), device, cfg.precision)
+        self.state.wrap(compile_model, Dist())
+        super().__init__(f"ours {kind.upper()}" + (" +compile" if compile_model else ""),
+                         self.state.raw, device, batch)
+        self.imgs = synthetic_images(batch, self.model.cfg, device)
+
+    def step(self) -> float:
+        first = self.state.step * self.batch  # mask seeds as a run draws them: one per sample
+        return train_step(self.state, [(self.imgs, range(first, first + self.batch))])
+
+
+class Peer(Stepper):
+    """lightly's MAE stepped as its example steps it: loss, backward, AdamW, zero_grad."""
+
+    def __init__(self, preset, device, batch, bf16=False, compile_model=False):
+        cfg = build_model("mae", preset, norm_pix_loss=False).cfg
+        model = LightlyMAE(cfg).to(device).train()
+        super().__init__("lightly MAE" + (" +compile" if compile_model else ""), model, device,
+                         batch)
+        self.run_model = torch.compile(model) if compile_model else model
+        self.imgs = synthetic_images(batch, cfg, device)
+        self.bf16 = bf16
+        self.opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
+
+    def step(self) -> torch.Tensor:
+        with _autocast(self.device, self.bf16):
+            loss = self.run_model(self.imgs)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
 
 def synthetic_images(batch: int, cfg, device, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g).to(device)
 
-
-def ours(kind, preset, device, batch, bf16=False, compile_model=False):
-    model = build_model(kind, preset, norm_pix_loss=False).to(device).train()
-    cfg = model.cfg
-    imgs = synthetic_images(batch, cfg, device)
-    run_model = torch.compile(model) if compile_model else model
-
-    def loss_of(step):  # as workbench.train: one seeded mask per sample
-        seeds = list(range(step * batch, (step + 1) * batch))
-        masking = masks_for(seeds, cfg.grid_size, cfg.mask_ratio, cfg.mask_strategy, device)
-        return run_model(imgs, masking=masking).loss
-
-    name = f"ours {kind.upper()}" + (" +compile" if compile_model else "")
-    return Stepper(name, model, loss_of, param_groups(model, WD), device, batch, bf16,
-                   fused=device.type == "cuda")
-
-
-def peer(preset, device, batch, bf16=False, compile_model=False):
-    cfg = build_model("mae", preset, norm_pix_loss=False).cfg
-    model = LightlyMAE(cfg).to(device).train()
-    imgs = synthetic_images(batch, cfg, device)
-    run_model = torch.compile(model) if compile_model else model
-    name = "lightly MAE" + (" +compile" if compile_model else "")
-    return Stepper(name, model, lambda step: run_model(imgs), model.parameters(), device, batch,
-                   bf16, fused=False)
 
 
 def count_params(m: nn.Module) -> int:
@@ -190,7 +204,7 @@ def cpu_presets(steps: int = 2) -> dict:
     cpu, rows = torch.device("cpu"), []
     for preset, batch in CPU_PRESETS.items():
         for kind in ("mae", "mff"):
-            stepper = ours(kind, preset, cpu, batch)
+            stepper = Ours(kind, preset, cpu, batch)
             stepper.run(1)
             ips = stepper.run(steps)
             rows.append({"preset": preset, "model": kind, "batch": batch, "images_per_s": ips,
@@ -212,6 +226,7 @@ def main() -> None:
     ap.add_argument("--presets", action="store_true",
                     help="only our images/s per preset on the CPU (bench/results/train_step_presets.json)")
     args = ap.parse_args()
+    common.setup()
     if args.presets:  # its own file: the ratio run's machine and date stay with the ratio
         header("training step: our images/s per preset, CPU")
         write_result("train_step_presets", {"ratio": None, "ratio_reason": "no peer: our "
@@ -223,8 +238,8 @@ def main() -> None:
     res = {"definition": "images/s of forward + masked-patch MSE + backward + AdamW step on a "
                          "fixed synthetic batch; median over interleaved rounds; ratio = our "
                          "MAE ÷ lightly MAE (CPU tiny)"}
-    sec = section("CPU", [ours("mae", "tiny", cpu, args.batch), ours("mff", "tiny", cpu, args.batch),
-                          peer("tiny", cpu, args.batch)],
+    sec = section("CPU", [Ours("mae", "tiny", cpu, args.batch), Ours("mff", "tiny", cpu, args.batch),
+                          Peer("tiny", cpu, args.batch)],
                   args.steps, args.rounds, 1, args.batch, "tiny", "fp32")
     res["cpu"] = sec
     by = {r["name"]: r for r in sec["results"]}
@@ -254,11 +269,11 @@ def gpu_section(device, preset, batch, rounds=5, steps=10, compile_ours=True,
     """vit-b (bf16 autocast) ours eager / ours compiled / lightly eager, interleaved."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    steppers = [ours("mae", preset, device, batch, bf16=True), peer(preset, device, batch, True)]
+    steppers = [Ours("mae", preset, device, batch, bf16=True), Peer(preset, device, batch, True)]
     notes = {}
-    for wanted, make in ((compile_ours, lambda: ours("mae", preset, device, batch, bf16=True,
+    for wanted, make in ((compile_ours, lambda: Ours("mae", preset, device, batch, bf16=True,
                                                      compile_model=True)),
-                         (compile_peer, lambda: peer(preset, device, batch, True,
+                         (compile_peer, lambda: Peer(preset, device, batch, True,
                                                      compile_model=True))):
         if not wanted:
             continue
@@ -278,8 +293,7 @@ def gpu_section(device, preset, batch, rounds=5, steps=10, compile_ours=True,
     sec["ratio"] = best / by["lightly MAE"]["images_per_s"]
     sec["ratio_eager"] = by["ours MAE"]["vs_lightly"]
     sec["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    for s in steppers:
-        del s.opt
+    steppers.clear()
     torch.cuda.empty_cache()
     return sec
 

@@ -66,11 +66,11 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     given = {k: os.environ.get(f"MIM_BROWSER_{k.upper()}") for k in ("mae", "mff")}
     if all(given.values()):
         return {k: Path(v).resolve() for k, v in given.items()}
-    from workbench.train import TrainConfig, train
+    from workbench.training import TrainConfig, train
 
     base = tmp_path_factory.mktemp("browser-runs")
     return {kind: Path(train(TrainConfig(
-        model=kind, preset="tiny", model_overrides=SMALL, steps=16, batch_size=16, log_every=2,
+        kind=kind, preset="tiny", model_overrides=SMALL, steps=16, batch_size=16, log_every=2,
         out=str(base / kind), ckpt_every=0, snapshot_every=0, eval_images=16,
         progress=False)).checkpoint) for kind in ("mae", "mff")}
 

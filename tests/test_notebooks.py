@@ -13,7 +13,7 @@ import pytest
 from importlib import metadata
 import yaml
 
-from workbench.train import TrainConfig, train
+from workbench.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     out = {}
     for kind in ("mae", "mff"):
-        res = train(TrainConfig(model=kind, preset="tiny", model_overrides=SMALL, steps=12,
+        res = train(TrainConfig(kind=kind, preset="tiny", model_overrides=SMALL, steps=12,
                                 batch_size=16, log_every=2, out=str(base / kind), ckpt_every=0,
                                 snapshot_every=0, eval_images=16, progress=False))
         out[kind] = Path(res.checkpoint)

@@ -20,6 +20,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,13 +37,13 @@ import pytest
 import torch
 from PIL import Image
 
-import workbench.train as train_module
+import workbench.training.loop as train_loop
 from workbench.__main__ import main
 from workbench.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from workbench.io import file_lock
 from workbench.data import ImageFolder
 from workbench.models import MaskedAutoencoder, build_model
-from workbench.train import Dist, StopRequest, TrainConfig, train
+from workbench.training import Dist, StopRequest, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))
@@ -66,7 +67,7 @@ def cli_args(out: Path, **changes) -> list[str]:
 
 def config(out: Path, **changes) -> TrainConfig:
     """The same run as :func:`cli_args`, for an in-process ``train``."""
-    return TrainConfig(model="mff", device="cpu", out=str(out), progress=False, resume=True,
+    return TrainConfig(kind="mff", device="cpu", out=str(out), progress=False, resume=True,
                        model_overrides=dict(SMALL), **{**RUN, **changes})
 
 
@@ -405,7 +406,7 @@ def test_disk_full_mid_run_names_the_step_and_keeps_the_last_checkpoint(tmp_path
 
 
 def test_not_enough_free_space_is_an_error_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module.shutil, "disk_usage",
+    monkeypatch.setattr(shutil, "disk_usage",
                         lambda path: types.SimpleNamespace(total=10**9, used=10**9, free=1000))
     run = tmp_path / "run"
     assert main(cli_args(run)) == 1
@@ -510,7 +511,7 @@ def test_bad_settings_are_errors_at_start(tmp_path, capsys, setting, message):
 
 
 def test_batch_smaller_than_ranks_is_an_error_at_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "setup_distributed", lambda kind: Dist(0, 4, 0, False))
+    monkeypatch.setattr(train_loop, "setup_distributed", lambda kind: Dist(0, 4, 0, False))
     with pytest.raises(ValueError, match=r"batch size 2 is smaller than ranks \(4\)"):
         train(config(tmp_path / "run", batch_size=2))
     assert not (tmp_path / "run").exists()

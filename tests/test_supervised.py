@@ -1,6 +1,8 @@
 """The supervised fusion comparison (MFF finding 4)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -37,10 +39,13 @@ def test_supervised_run_logs_weights_and_learns_the_labels():
     assert torch.allclose(w.sum(1), torch.ones(4, dtype=w.dtype), atol=1e-6)
     assert torch.allclose(w[0], torch.full_like(w[0], 1 / w.shape[1]))  # logits start equal
     assert not torch.allclose(w[-1], w[0])  # and were trained
-    assert 0.0 <= r.heldout_accuracy <= 1.0 and np.isfinite(r.train_loss)
+    # learnt something: held-out accuracy above twice chance (1/15), training cross-entropy below
+    # that of a uniform guess (log 15)
+    assert r.heldout_accuracy > 2 / 15 and r.train_loss < np.log(15)
     # same seed, same run
     again = train_supervised_fusion(cfg)
     assert torch.allclose(again.history.weights, w)
+    assert json.loads(json.dumps(r.to_dict()))["heldout_accuracy"] == r.heldout_accuracy
 
 
 def test_one_class_is_refused(tmp_path):

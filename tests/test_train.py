@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,8 +18,8 @@ from workbench.__main__ import main
 from workbench.checkpoints import load_checkpoint, read_checkpoint
 from workbench.models import MaskedAutoencoder, build_model
 from workbench.probes import fusion_history, fusion_weights
-from workbench.train import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
-                             peak_lr, resolve, train)
+from workbench.training import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
+                                peak_lr, resolve, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
@@ -27,7 +28,7 @@ SMALL_ARGS = [f"--set={k}={v}" for k, v in SMALL.items()]
 
 
 def small_cfg(out, **kw) -> TrainConfig:
-    base = dict(model="mff", model_overrides=dict(SMALL), steps=6, batch_size=8, base_lr=1e-2,
+    base = dict(kind="mff", model_overrides=dict(SMALL), steps=6, batch_size=8, base_lr=1e-2,
                 warmup=2, log_every=1, ckpt_every=3, snapshot_every=0, eval_images=8,
                 progress=False, out=str(out))
     return TrainConfig(**{**base, **kw})
@@ -163,7 +164,7 @@ def test_evaluate_uses_fixed_masks():
 
 
 def test_training_lowers_the_heldout_loss(tmp_path):
-    cfg = small_cfg(tmp_path, model="mae", steps=20, batch_size=16, base_lr=2e-2, warmup=3,
+    cfg = small_cfg(tmp_path, kind="mae", steps=20, batch_size=16, base_lr=2e-2, warmup=3,
                     log_every=10, ckpt_every=0)
     from workbench.data import heldout_batch
     torch.manual_seed(0)
@@ -230,7 +231,7 @@ def test_clear_errors_before_training(tmp_path):
 # ----------------------------------------------------------------------------- DDP
 DDP_SCRIPT = """
 import json, sys
-from workbench.train import TrainConfig, train
+from workbench.training import TrainConfig, train
 train(TrainConfig(**json.loads(sys.argv[1])))
 """
 
@@ -278,7 +279,7 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     assert {"checkpoint.pt", "metrics.jsonl", "config.json"} <= {p.name for p in out.iterdir()}
     conf = json.loads((out / "config.json").read_text())
     assert conf["model"]["mask_ratio"] == 0.5 and conf["model"]["embed_dim"] == 64
-    assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["model"] == "mae"
+    assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["kind"] == "mae"
     assert [r["step"] for r in metrics(out)] == [2, 4]
     capsys.readouterr()
     assert main(["info", str(out / "checkpoint.pt")]) == 0
@@ -318,9 +319,44 @@ def test_cli_unknown_setting_and_existing_run(tmp_path, capsys):
 def test_gpu_small_preset_defaults():
     """The GPU science preset: ViT-S-like encoder at 64 px, MFF's ViT-B fusion layers, its own
     training defaults (not the 4096-batch paper recipe)."""
-    cfg = resolve(TrainConfig(model="mff", preset="gpu-small"))
+    cfg = resolve(TrainConfig(kind="mff", preset="gpu-small"))
     assert (cfg.batch_size, cfg.steps) == (256, 5000)
     model = build_model("mff", "gpu-small")
     assert (model.cfg.img_size, model.cfg.embed_dim, model.cfg.depth) == (64, 384, 12)
     assert model.fused_layers == [0, 2, 4, 6, 8, 11]
     assert resolve(TrainConfig(preset="vit-b")).batch_size == 4096  # others: the papers' recipe
+
+
+def test_train_step_is_the_step_the_loop_runs(tmp_path):
+    """The benchmarks time ``train_step``: driven by hand over the run's own batches and mask
+    seeds, it gives exactly the weights of ``train``."""
+    from torch.utils.data import DataLoader
+
+    from workbench.data import StepBatches, build_dataset
+    from workbench.training import build_train_state, train_step
+    from workbench.training.settings import build_model_config
+
+    cfg = resolve(small_cfg(tmp_path / "run", steps=3, ckpt_every=0, eval_images=0))
+    train(cfg)
+    state = build_train_state(cfg, build_model_config(cfg), torch.device("cpu"), "fp32")
+    data = build_dataset(cfg.data, SMALL["img_size"], "train", train_transform=True)
+    order = StepBatches(len(data), cfg.batch_size, cfg.seed, steps=cfg.steps)
+    for step, (imgs, _) in enumerate(DataLoader(data, batch_sampler=order)):
+        train_step(state, [(imgs, order.mask_seeds(step, 0))])
+    assert state.step == 3
+    saved = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    for k, v in state.raw.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
+def test_train_leaves_the_callers_generators_and_threads_alone(tmp_path):
+    import random
+
+    torch.manual_seed(123), random.seed(5), np.random.seed(7)
+    threads = torch.get_num_threads()
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123), random.seed(5), np.random.seed(7)
+    train(small_cfg(tmp_path / "run", steps=2, threads=1, seed=99))
+    assert torch.get_num_threads() == threads
+    after = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]

@@ -6,9 +6,8 @@ import ast
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
-from .config import PRESETS, ModelConfig
+from .config import MODEL_KINDS, PRESETS, ModelConfig
 
 
 def parse_value(text: str):
@@ -24,7 +23,7 @@ def parse_value(text: str):
 def apply_settings(pairs: list[str], train_fields: dict, model_overrides: dict,
                    parser: argparse.ArgumentParser) -> None:
     """``key=value`` pairs onto TrainConfig fields or ModelConfig overrides."""
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     train_names = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_overrides"}
     model_names = {f.name for f in dataclasses.fields(ModelConfig)} - {"kind"}
@@ -50,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train or resume a model (default: tiny MFF-MAE, built-in "
                                      "photos, into runs/mff-tiny)")
-    t.add_argument("--model", choices=("mae", "mff"), default="mff")
+    t.add_argument("--model", dest="kind", choices=sorted(MODEL_KINDS), default="mff",
+                   help="model kind")
     t.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     t.add_argument("--data", default="builtin", help="'builtin' or an image folder ROOT/<class>/")
     t.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
@@ -76,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args, parser) -> int:
-    from .train import TrainConfig, TrainingDiverged, train
+    from .training import TrainConfig, TrainingDiverged, train
 
-    fields: dict = dict(model=args.model, preset=args.preset, data=args.data, device=args.device,
+    fields: dict = dict(kind=args.kind, preset=args.preset, data=args.data, device=args.device,
                         compile=args.compile, resume=args.resume,
-                        out=args.out or f"runs/{args.model}-{args.preset}",
+                        out=args.out or f"runs/{args.kind}-{args.preset}",
                         progress=not args.no_progress)
     for name in ("steps", "batch_size", "ckpt_every", "log_every", "seed"):
         if getattr(args, name) is not None:
@@ -102,10 +102,9 @@ def cmd_train(args, parser) -> int:
 
 def cmd_info(args) -> int:
     from .checkpoints import CheckpointError, load_checkpoint
+    from .io import checkpoint_path
 
-    path = Path(args.checkpoint)
-    if path.is_dir() and (path / "checkpoint.pt").exists():  # a run directory
-        path = path / "checkpoint.pt"
+    path = checkpoint_path(args.checkpoint)  # a run directory names its checkpoint
     try:
         summary = load_checkpoint(path).checkpoint_info.summary()
     except (CheckpointError, FileNotFoundError) as e:

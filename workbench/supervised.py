@@ -8,12 +8,11 @@ the comparison costs about a minute on a CPU at the tiny preset. The classifier 
 fused tokens (mean-pooled), exactly what MFF's decoder reads, through one linear layer.
 
 This is a short in-memory experiment, not a training run: no checkpoints, no DDP. Runs that must
-survive a crash or scale out belong to :func:`workbench.train.train`.
+survive a crash or scale out belong to :func:`workbench.training.train`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from .config import ModelConfig, model_config
 from .data import StepBatches, build_dataset, fixed_batch
 from .models.mff import MFFMaskedAutoencoder
 from .probes.fusion import FusionHistory
+from .training.schedule import warmup_cosine
 
 
 @dataclass
@@ -50,6 +50,11 @@ class SupervisedFusionResult:
     heldout_accuracy: float  # on held-out tiles (built-in: source-photo labels)
     train_loss: float  # mean cross-entropy of the last logged interval
     num_classes: int
+
+    def to_dict(self) -> dict:
+        return {"history": self.history.to_dict(),
+                "heldout_accuracy": self.heldout_accuracy, "train_loss": self.train_loss,
+                "num_classes": self.num_classes}
 
 
 class FusionClassifier(nn.Module):
@@ -94,14 +99,9 @@ def train_supervised_fusion(cfg: SupervisedFusionConfig | None = None) -> Superv
     model = FusionClassifier(mcfg, num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
-    warm = max(1, cfg.warmup)
-
-    def schedule(step: int) -> float:  # linear warmup, then cosine to 0
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, cfg.steps - warm))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    warm = max(1, cfg.warmup)  # linear warmup, then cosine to 0, as in pretraining
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, 1.0, warm, cfg.steps))
     order = StepBatches(len(data), cfg.batch_size, cfg.seed, steps=cfg.steps)
     loader = DataLoader(data, batch_sampler=order)
     steps, weights = [0], [model.fusion_weights().double()]

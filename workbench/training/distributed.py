@@ -1,0 +1,119 @@
+"""Where a run executes: ranks (torchrun DDP), the device, and stop requests (SIGINT / SIGTERM)
+that every rank obeys at the same step."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> Dist:
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; NCCL on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    here = not dist.is_initialized()
+    if here:
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank, world, local, here)
+
+
+def wants_cuda(device: str) -> bool:
+    """Whether the ``device`` setting ("auto", "cpu", "cuda", "cuda:N") asks for a GPU."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def pick_device(device: str, local_rank: int) -> torch.device:
+    """The torch device of this rank for the ``device`` setting (auto: cuda when available)."""
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def all_ranks_agree(flag: bool, dd: Dist, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one all-reduce; none alone)."""
+    if dd.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return float(t) > 0
+
+
+def raise_on_all_ranks(problem: Exception | None, dd: Dist, device: torch.device) -> None:
+    """Raise rank 0's ``problem`` there, and a pointer to it on the other ranks, so that no rank
+    waits forever for one that stopped."""
+    if all_ranks_agree(problem is not None, dd, device) and problem is None:
+        raise RuntimeError("rank 0 could not start the run; see its error message")
+    if problem is not None:
+        raise problem
+
+
+class StopRequest:
+    """SIGINT / SIGTERM -> a flag; the loop finishes its step, writes a checkpoint and returns.
+
+    Installed only in the main thread (Python delivers signals there), the previous handlers are
+    put back by :meth:`restore`. The same signal a second time stops at once with the previous
+    handler (KeyboardInterrupt for SIGINT, termination for SIGTERM); the checkpoint on disk is
+    then the previous one, which atomic writes keep intact.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # name of the first signal received
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signal != name:  # first request (or the other signal): stop after this step
+            self.signal = self.signal or name
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self.restore()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+    def agreed(self, dd: Dist, device: torch.device) -> bool:
+        """True on every rank when any rank was asked to stop: all ranks stop at the same step."""
+        return all_ranks_agree(self.signal is not None, dd, device)
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker init: workers ignore Ctrl-C (sent to the whole process group); the main
+    process finishes its step with them, then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

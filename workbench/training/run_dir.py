@@ -1,0 +1,169 @@
+"""A run's directory: claiming it, resuming from it, and everything a run writes there (rank 0)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from typing import Any
+
+import torch
+
+from ..checkpoints import checkpoint_dict, read_checkpoint
+from ..config import ModelConfig
+from ..io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
+                  atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
+                  remove_stale_temps)
+from .distributed import Dist, raise_on_all_ranks
+from .evaluation import finite_weights, snapshot_picture
+from .rng import rng_state, set_rng_state
+from .settings import TrainConfig
+from .step import TrainingDiverged, TrainState
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About the size of a training checkpoint: the weights and buffers plus AdamW's two moments
+    per trainable parameter."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return state + moments
+
+
+def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.device,
+                  held: contextlib.ExitStack) -> None:
+    """Before any training: is the directory usable, and ours alone? Rank 0 checks that it is
+    writable, takes its lock (held until ``held`` closes), refuses to overwrite a finished run
+    without ``resume`` and removes temporary files of a write that was cut short; every rank
+    stops if rank 0 cannot start."""
+    problem = None
+    if dd.main:
+        try:
+            check_writable(files.root)
+            held.enter_context(file_lock(files.lock, timeout=0, holder="another training run"))
+            if files.checkpoint.exists() and not cfg.resume:
+                raise FileExistsError(f"{files.checkpoint} exists: pass --resume to continue that "
+                                      f"run, or choose another --out")
+            stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
+            if stale:
+                print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut "
+                      f"short (e.g. {stale[0].name}); the files they would have replaced are "
+                      f"intact", file=sys.stderr)
+        except OSError as e:
+            problem = e
+    raise_on_all_ranks(problem, dd, device)
+
+
+def check_room(files: RunFiles, model: torch.nn.Module, dd: Dist, device: torch.device) -> None:
+    """A full disk, where it can be known: room for one more checkpoint (on every rank's word)."""
+    problem = None
+    if dd.main:
+        try:
+            check_free_space(files.root, checkpoint_bytes(model))
+        except OSError as e:
+            problem = e
+    raise_on_all_ranks(problem, dd, device)
+
+
+def resume(state: TrainState, files: RunFiles, cfg: TrainConfig, mcfg: ModelConfig,
+           dd: Dist) -> bool:
+    """Load the run's checkpoint into ``state`` and the global generators; False when there is
+    none (a new run starts)."""
+    if not files.checkpoint.exists():
+        if dd.main:
+            print(f"[train] no checkpoint at {files.checkpoint}; starting a new run",
+                  file=sys.stderr)
+        return False
+    ck = read_checkpoint(files.checkpoint, map_location="cpu")
+    if ck.get("config") != mcfg.to_dict():
+        raise ValueError(f"cannot resume {files.checkpoint}: it holds a different model "
+                         f"({ck.get('config')}) than requested ({mcfg.to_dict()})")
+    state.load_state_dict(ck)
+    set_rng_state(ck["rng"])
+    before = ck.get("train_config", {})
+    changed = [k for k in ("batch_size", "seed", "data", "accum_steps")
+               if k in before and before[k] != getattr(cfg, k)]
+    if changed and dd.main:
+        warnings.warn(f"resuming {files.checkpoint} with a different {', '.join(changed)}: the "
+                      f"run continues, but not as the original run would have")
+    return True
+
+
+class RunOutputs:
+    """Everything a run writes: ``config.json``, metric records (+ TensorBoard), checkpoints and
+    snapshots. Only rank 0 writes; on other ranks every method does nothing. A failed write
+    raises :class:`OutputError` naming the step and the last good checkpoint, left intact."""
+
+    def __init__(self, files: RunFiles, dd: Dist, last_checkpoint: int | None):
+        self.files, self.main = files, dd.main
+        self.last_checkpoint = last_checkpoint  # step of the checkpoint on disk, None if none
+        self.writer = None
+
+    def open(self, cfg: TrainConfig, mcfg: ModelConfig, step: int) -> None:
+        """Write ``config.json``, drop metric records past ``step`` (a resumed run rewrites
+        them), open TensorBoard."""
+        if not self.main:
+            return
+        atomic_write_text(self.files.config, json.dumps(
+            {"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2))
+        kept = [r for r in read_metrics(self.files.metrics) if int(r.get("step", 0)) <= step]
+        atomic_write_text(self.files.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.files.tensorboard),
+                                        purge_step=step + 1 if step else None)
+        except ImportError:
+            print("[train] tensorboard not installed: no TensorBoard logs", file=sys.stderr)
+
+    def last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "none written"
+        return f"{self.files.checkpoint} (step {self.last_checkpoint})"
+
+    def failed(self, what: str, at: int, e: OSError) -> OutputError:
+        return OutputError(f"could not write {what} at step {at}: {e}; training stopped. Last "
+                           f"good checkpoint (intact): {self.last_good()}")
+
+    def save(self, state: TrainState, cfg: TrainConfig, num_items: int) -> None:
+        """The full training state at ``state.step`` (refused when the weights are not finite)."""
+        at = state.step
+        if self.main:
+            if not finite_weights(state.raw):
+                raise TrainingDiverged(f"weights are not finite at step {at}; checkpoint not "
+                                       f"written. Last good checkpoint: {self.last_good()}")
+            position = {"step": at, "samples_seen": at * cfg.batch_size,
+                        "epoch": at * cfg.batch_size / num_items}
+            try:
+                atomic_save(checkpoint_dict(state.raw, step=at, **state.state_dict(),
+                                            rng=rng_state(), train_config=cfg.to_dict(),
+                                            data_position=position), self.files.checkpoint)
+            except OSError as e:  # e.g. ENOSPC: the old checkpoint is untouched, the temp removed
+                raise self.failed(f"the checkpoint {self.files.checkpoint}", at, e) from e
+        self.last_checkpoint = at
+
+    def snapshot(self, state: TrainState, imgs: torch.Tensor, seed: int) -> None:
+        if not self.main:
+            return
+        path = self.files.snapshot(state.step)
+        try:
+            picture = snapshot_picture(state.raw, imgs, seed=seed)
+            atomic_write(path, lambda f: picture.save(f, format="PNG"))
+        except OSError as e:
+            raise self.failed(f"the snapshot {path}", state.step, e) from e
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        try:
+            append_record(self.files.metrics, record)
+        except OSError as e:
+            raise self.failed(f"{self.files.metrics}", record["step"], e) from e
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(f"train/{k}", v, record["step"])
+            for layer, w in zip(record.get("fused_layers", []), record.get("fusion_weights", [])):
+                self.writer.add_scalar(f"fusion/block_{layer}", w, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

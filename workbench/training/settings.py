@@ -1,0 +1,119 @@
+"""What a training run is asked to do: :class:`TrainConfig`, its per-preset defaults and checks."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ModelConfig, model_config
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Defaults per preset for the fields left as None. tiny: a few minutes on a 2-core CPU.
+PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(steps=300, batch_size=64, base_lr=4e-3),
+    # ~20 epochs of the built-in tiles per 1k steps; a few minutes on one H100 with bf16
+    "gpu-small": dict(steps=5000, batch_size=256, base_lr=1.5e-3),
+}
+# The papers' recipe, the defaults of every preset without its own (vit-s/b/l/h): batch 4096,
+# base lr 1.5e-4, 800 ImageNet epochs (~250k steps).
+PAPER_RECIPE: dict[str, Any] = dict(steps=250_000, batch_size=4096, base_lr=1.5e-4)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``None`` fields take the preset's default."""
+
+    kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.config.MODEL_KINDS)
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
+    data: str = "builtin"  # "builtin" or an image folder
+    steps: int | None = None  # optimizer steps (schedule length)
+    stop_after: int | None = None  # stop early at this step (checkpointed), schedule unchanged
+    batch_size: int | None = None  # global batch, over all ranks and accumulation steps
+    accum_steps: int = 1
+    base_lr: float | None = None  # peak lr = base_lr * batch_size / 256
+    lr: float | None = None  # absolute peak lr; overrides base_lr
+    min_lr: float = 0.0
+    warmup: float = 0.05  # warmup steps; a value < 1 is a fraction of ``steps``
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None  # max gradient norm
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    compile: bool = False
+    seed: int = 0
+    out: str = "runs/mff-tiny"
+    resume: bool = False
+    ckpt_every: int = 200  # steps; 0: only at the end
+    log_every: int = 10
+    snapshot_every: int = 200  # reconstruction PNGs; 0: off
+    eval_images: int = 64  # held-out images for the final held-out loss
+    num_workers: int = 0  # DataLoader workers (0: load in the training process)
+    threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
+    progress: bool = True  # tqdm bar (only on a terminal)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """The inverse of :meth:`to_dict`; unknown keys are ignored (files of older versions,
+        which called ``kind`` ``model``, are read too)."""
+        d = dict(d)
+        if "kind" not in d and isinstance(d.get("model"), str):
+            d["kind"] = d["model"]
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float  # mean training loss of the last logged interval
+    heldout_loss: float | None
+    images_per_s: float
+    wall_s: float
+    out: str
+    checkpoint: str
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run early
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill the ``None`` defaults from the preset and check every setting."""
+    defaults = PRESET_TRAIN_DEFAULTS.get(cfg.preset, PAPER_RECIPE)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
+                                      if getattr(cfg, k) is None})
+    cfg.betas = tuple(cfg.betas)
+    for name in ("steps", "batch_size", "accum_steps", "log_every"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    for name in ("ckpt_every", "snapshot_every", "num_workers", "eval_images", "threads"):
+        v = getattr(cfg, name)
+        if name == "threads" and v is None:
+            continue
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {getattr(cfg, name)!r}")
+    for name in ("base_lr", "lr", "min_lr", "warmup", "weight_decay", "clip_grad"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
+        raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return cfg
+
+
+def build_model_config(cfg: TrainConfig) -> ModelConfig:
+    return model_config(cfg.kind, cfg.preset, **cfg.model_overrides)
