@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from .config import PUBLISHED_HEADS, ModelConfig, default_fuse_layers
+from .config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_layers
 from .io import atomic_save
-from .models import MaskedAutoencoder, model_from_config
+from .models import MaskedAutoencoder, MultiLevelFusion, model_from_config
 
 FORMAT = "mim-workbench"
 FORMAT_VERSION = 1
@@ -59,7 +59,7 @@ class CheckpointInfo:
         if self.has_decoder:
             out.update(decoder_embed_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
                        decoder_num_heads=c.decoder_num_heads)
-        if c.kind == "mff":
+        if MODEL_KINDS.get(c.kind).has_fusion:
             out["fused_layers"] = c.fused_layers
         return {**out, **self.extra}
 
@@ -240,12 +240,12 @@ def _state_dict_and_config(obj: dict, layout: str, overrides: dict):
     return sd, cfg, has_decoder
 
 
-def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: str,
-               has_decoder: bool) -> None:
-    """Load ``sd`` into ``model``; any missing, unexpected or mis-shaped key is an error."""
+def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: str) -> None:
+    """Load ``sd`` into ``model``; any missing, unexpected or mis-shaped key is an error (decoder
+    keys are not needed by a model built with ``has_decoder=False``)."""
     own = model.state_dict()
     unexpected = sorted(k for k in sd if k not in own)
-    needed = [k for k in own if has_decoder or not k.startswith(DECODER_PREFIXES)]
+    needed = [k for k in own if model.has_decoder or not k.startswith(DECODER_PREFIXES)]
     missing = sorted(k for k in needed if k not in sd)
     if missing or unexpected:
         raise CheckpointError(
@@ -258,7 +258,6 @@ def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: st
         raise CheckpointError(f"{layout} checkpoint has tensors of the wrong shape: "
                               + "; ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
     model.load_state_dict(sd, strict=False)
-    model.has_decoder = has_decoder
 
 
 def _short(keys: list[str], n: int = 10) -> str:
@@ -277,15 +276,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     obj = read_checkpoint(path, map_location)
     layout = detect_layout(obj)
     sd, cfg, has_decoder = _state_dict_and_config(obj, layout, overrides)
-    model = model_from_config(cfg)
-    load_state(model, sd, layout, has_decoder)
     extra = {}
-    if cfg.kind == "mff":
-        extra["fusion_weights"] = [round(float(w), 4) for w in model.fusion_weights()]
+    if MODEL_KINDS.get(cfg.kind).has_fusion and "fusion.logits" in sd:
+        weights = MultiLevelFusion.normalise(sd["fusion.logits"])
+        extra["fusion_weights"] = [round(float(w), 4) for w in weights]
     step = obj.get("step", obj.get("epoch"))
-    model.checkpoint_info = CheckpointInfo(str(path), layout, cfg, has_decoder,
-                                           int(step) if isinstance(step, (int, float)) else None,
-                                           extra)
+    info = CheckpointInfo(str(path), layout, cfg, has_decoder,
+                          int(step) if isinstance(step, (int, float)) else None, extra)
+    model = model_from_config(cfg, has_decoder=has_decoder, source=info)
+    load_state(model, sd, layout)
     return model.to(map_location).eval()
 
 
