@@ -11,8 +11,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from workbench import build_model
-from workbench.checkpoints import (CheckpointError, export_timm, load_checkpoint, read_checkpoint,
-                                   save_checkpoint)
+from workbench.checkpoints import (LAYOUTS, CheckpointError, checkpoint_dict, detect_layout,
+                                   export_timm, load_checkpoint, read_checkpoint, save_checkpoint)
 from workbench.io import atomic_save
 from workbench.models import EncoderOnlyError
 
@@ -47,34 +47,61 @@ def official_sd(vit) -> dict:
     return {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
 
 
-# mmpretrain names, written out independently of the importer's rename table
-def to_mmpretrain(sd: dict) -> dict:
-    out = {}
-    block = {"norm1": "ln1", "norm2": "ln2", "mlp.fc1": "ffn.layers.0.0", "mlp.fc2": "ffn.layers.1",
-             "attn.qkv": "attn.qkv", "attn.proj": "attn.proj"}
-    for k, v in sd.items():
-        parts = k.split(".")
-        if k in ("cls_token", "pos_embed"):
-            out[f"backbone.{k}"] = v
-        elif k.startswith("patch_embed.proj."):
-            out[f"backbone.patch_embed.projection.{parts[-1]}"] = v
-        elif parts[0] in ("blocks", "decoder_blocks"):
-            sub = block[".".join(parts[2:-1])]
-            root = "backbone.layers" if parts[0] == "blocks" else "neck.decoder_blocks"
-            out[f"{root}.{parts[1]}.{sub}.{parts[-1]}"] = v
-        elif parts[0] == "norm":
-            out[f"backbone.ln1.{parts[-1]}"] = v
-        elif parts[0] == "decoder_norm":
-            out[f"neck.ln1.{parts[-1]}"] = v
-        elif k == "fusion.logits":
-            out["backbone.proj_weights"] = v.reshape(-1, 1, 1, 1)
-        elif k.startswith("fusion.projections."):
-            out["backbone.proj_layers." + k[len("fusion.projections."):]] = v
-        elif parts[0] in ("mask_token", "decoder_pos_embed", "decoder_embed", "decoder_pred"):
-            out[f"neck.{k}"] = v
-        else:
-            raise AssertionError(k)
-    return out
+# ----------------------------------------------------------------------------- mmpretrain fakes
+# The tensors of mmpretrain's MAE / MFF pretraining files under the names those files store:
+# the MAEViT / MFFViT backbone (mmpretrain/models/backbones/vision_transformer.py and
+# models/selfsup/mff.py) and the MAEPretrainDecoder neck (models/necks/mae_neck.py). Each is paired
+# by hand with the official MAE name of the same tensor, so a wrong rename in the importer fails.
+MM_LAYER = [  # mmpretrain TransformerEncoderLayer -> official MAE (timm Block)
+    ("ln1.weight", "norm1.weight"), ("ln1.bias", "norm1.bias"),
+    ("attn.qkv.weight", "attn.qkv.weight"), ("attn.qkv.bias", "attn.qkv.bias"),
+    ("attn.proj.weight", "attn.proj.weight"), ("attn.proj.bias", "attn.proj.bias"),
+    ("ln2.weight", "norm2.weight"), ("ln2.bias", "norm2.bias"),
+    ("ffn.layers.0.0.weight", "mlp.fc1.weight"), ("ffn.layers.0.0.bias", "mlp.fc1.bias"),
+    ("ffn.layers.1.weight", "mlp.fc2.weight"), ("ffn.layers.1.bias", "mlp.fc2.bias"),
+]
+
+
+def mmpretrain_names(depth: int, decoder_depth: int, num_proj: int | None) -> list[tuple]:
+    """(mmpretrain key, official MAE key) for every tensor; ``num_proj=None``: MAE, no fusion."""
+    names = [("backbone.cls_token", "cls_token"), ("backbone.pos_embed", "pos_embed"),
+             ("backbone.patch_embed.projection.weight", "patch_embed.proj.weight"),
+             ("backbone.patch_embed.projection.bias", "patch_embed.proj.bias")]
+    names += [(f"backbone.layers.{n}.{mm}", f"blocks.{n}.{ours}")
+              for n in range(depth) for mm, ours in MM_LAYER]
+    names += [("backbone.ln1.weight", "norm.weight"), ("backbone.ln1.bias", "norm.bias")]
+    if num_proj is not None:
+        names += [(f"backbone.proj_layers.{k}.{p}", f"fusion.projections.{k}.{p}")
+                  for k in range(num_proj) for p in ("weight", "bias")]
+        names += [("backbone.proj_weights", "fusion.logits")]  # stored as [L, 1, 1, 1]
+    names += [("neck.mask_token", "mask_token"), ("neck.decoder_pos_embed", "decoder_pos_embed"),
+              ("neck.decoder_embed.weight", "decoder_embed.weight"),
+              ("neck.decoder_embed.bias", "decoder_embed.bias")]
+    names += [(f"neck.decoder_blocks.{n}.{mm}", f"decoder_blocks.{n}.{ours}")
+              for n in range(decoder_depth) for mm, ours in MM_LAYER]
+    names += [("neck.ln1.weight", "decoder_norm.weight"), ("neck.ln1.bias", "decoder_norm.bias"),
+              ("neck.decoder_pred.weight", "decoder_pred.weight"),
+              ("neck.decoder_pred.bias", "decoder_pred.bias")]
+    return names
+
+
+def to_mmpretrain(model) -> dict:
+    """``model``'s tensors under mmpretrain's names (the list above must name every one)."""
+    ours = model.state_dict()
+    fused = len(model.fusion.projections) if model.has_fusion else None
+    names = mmpretrain_names(model.cfg.depth, model.cfg.decoder_depth, fused)
+    assert sorted(o for _, o in names) == sorted(ours)
+    sd = {mm: ours[o].clone() for mm, o in names}
+    if model.has_fusion:
+        sd["backbone.proj_weights"] = sd["backbone.proj_weights"].reshape(-1, 1, 1, 1)
+    return sd
+
+
+def assert_same_tensors(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for k, v in sa.items():
+        assert torch.equal(v, sb[k]), k
 
 
 # ----------------------------------------------------------------------------- published layouts
@@ -137,12 +164,16 @@ def test_mmpretrain_mff_layout(tmp_path):
     ours.load_state_dict({**official_sd(vit), **decoder_weights(kind="mff")})
     with torch.no_grad():
         ours.fusion.logits.copy_(torch.tensor([0.5, -0.3, 0.1]))
-    sd = to_mmpretrain(ours.state_dict())
+    sd = to_mmpretrain(ours)
+    assert sd["backbone.proj_weights"].shape == (3, 1, 1, 1)
+    # mmpretrain's preprocessor mean / std are non-persistent buffers, absent from its files; a
+    # state dict that has them anyway loads (they are not model weights)
     sd["data_preprocessor.mean"] = torch.zeros(3)
     path = tmp_path / "mff_vit-b.pth"
     torch.save({"meta": {"epoch": 300}, "state_dict": sd}, path)
     model = load_checkpoint(path, norm_pix_loss=True, **HEADS)
     assert model.checkpoint_info.layout == "mmpretrain" and model.cfg.kind == "mff"
+    assert_same_tensors(model, ours)
     assert model.fused_layers == [0, 1, 2]
     assert torch.allclose(model.fusion_weights(), torch.softmax(torch.tensor([0.5, -0.3, 0.1]), 0))
     x = imgs()
@@ -151,12 +182,40 @@ def test_mmpretrain_mff_layout(tmp_path):
         a, b = model(x, seed=1), ours.eval()(x, seed=1)
     assert torch.allclose(a.pred, b.pred, atol=1e-6)
     assert model.checkpoint_info.summary()["fused_layers"] == [0, 1, 2]
+    assert model.checkpoint_info.summary()["fusion_weights"] == [
+        round(float(w), 4) for w in model.fusion_weights()]
+
+
+def test_each_detected_layout_has_one_converter():
+    assert list(LAYOUTS) == ["workbench", "mmpretrain", "mae-official", "timm"]
+    vit = official_sd(timm_vit())
+    ours = build_model("mae", **DIMS, **DEC)
+    found = [detect_layout(checkpoint_dict(ours)),
+             detect_layout({"meta": {}, "state_dict": to_mmpretrain(ours)}),
+             detect_layout({"model": vit}), detect_layout(vit)]
+    assert found == list(LAYOUTS)
+    with pytest.raises(ValueError, match="checkpoint layout must be one of .*'timm'"):
+        LAYOUTS.get("hf")
+
+
+def test_mmpretrain_mae_layout(tmp_path):
+    ours = build_model("mae", **DIMS, **DEC)
+    ours.load_state_dict({**official_sd(timm_vit()), **decoder_weights()})
+    path = tmp_path / "mae_vit-b.pth"
+    torch.save({"meta": {"epoch": 300}, "state_dict": to_mmpretrain(ours)}, path)
+    model = load_checkpoint(path, norm_pix_loss=True, **HEADS)
+    assert model.checkpoint_info.layout == "mmpretrain" and model.cfg.kind == "mae"
+    assert model.has_decoder and model.cfg == ours.cfg
+    assert_same_tensors(model, ours)
+    x = imgs()
+    with torch.no_grad():
+        assert torch.equal(model(x, seed=1).pred, ours.eval()(x, seed=1).pred)
 
 
 def test_mmpretrain_with_unexpected_number_of_fused_layers_asks_for_them(tmp_path):
     ours = build_model("mff", fuse_layers=[0, 2], **DIMS, **DEC)
     path = tmp_path / "mff.pth"
-    torch.save({"meta": {}, "state_dict": to_mmpretrain(ours.state_dict())}, path)
+    torch.save({"meta": {}, "state_dict": to_mmpretrain(ours)}, path)
     with pytest.raises(CheckpointError, match="fuse_layers"):
         load_checkpoint(path, **HEADS)
     model = load_checkpoint(path, fuse_layers=[0, 2], **HEADS)
@@ -194,6 +253,27 @@ def test_own_checkpoint_round_trip(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temp files left
+
+
+def test_run_directory_loads_its_checkpoint(tmp_path):
+    model = build_model("mae", **DIMS, **DEC)
+    save_checkpoint(model, tmp_path / "run" / "checkpoint.pt", step=7)
+    loaded = load_checkpoint(tmp_path / "run")
+    assert loaded.checkpoint_info.path == str(tmp_path / "run" / "checkpoint.pt")
+    assert loaded.checkpoint_info.step == 7
+    assert_same_tensors(loaded, model)
+
+
+def test_loaded_model_carries_its_source_from_construction(tmp_path):
+    fresh = build_model("mae", **DIMS, **DEC)
+    assert fresh.checkpoint_info is None and fresh.source is None and fresh.has_decoder
+    with pytest.raises(AttributeError):
+        fresh.has_decoder = False  # set by the constructor only
+    path = tmp_path / "enc.pth"
+    torch.save({"model": official_sd(timm_vit())}, path)
+    model = load_checkpoint(path, **HEADS)
+    assert model.checkpoint_info is model.source and not model.has_decoder
+    assert checkpoint_dict(model)["has_decoder"] is False
 
 
 def test_atomic_save_keeps_old_file_when_write_fails(tmp_path):

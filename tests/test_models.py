@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from workbench import build_model, model_config
-from workbench.config import default_fuse_layers
-from workbench.models import mask_patches, num_kept
+from workbench.config import MASK_STRATEGIES, MODEL_KINDS, default_fuse_layers
+from workbench.models import MaskedAutoencoder, MFFMaskedAutoencoder, mask_patches, num_kept
 from workbench.models.masking import bayer_matrix
 from workbench.models.pos_embed import sincos_2d
+from workbench.registry import Registry
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -78,6 +79,61 @@ def test_block_masking_masks_contiguous_regions():
     block = mask_patches(16, 14, 0.5, "block", gen).mask
     rand = mask_patches(16, 14, 0.5, "random", gen).mask
     assert neighbour_agreement(block) > neighbour_agreement(rand) + 0.2
+
+
+@pytest.fixture
+def top_rows_strategy():
+    """A throwaway masking strategy, registered for one test: mask patches in raster order."""
+    @MASK_STRATEGIES.register("top-rows")
+    def top_rows_scores(batch, grid, num_masked, generator):
+        return torch.arange(grid * grid, 0, -1).float().expand(batch, -1)  # first = highest
+    yield "top-rows"
+    MASK_STRATEGIES.unregister("top-rows")
+
+
+def test_a_registered_strategy_is_usable_by_name(top_rows_strategy):
+    expected = torch.tensor([1.0] * 8 + [0.0] * 8).expand(3, -1)  # 4x4 grid: top 2 rows masked
+    model = build_model("mae", **SMALL)
+    out = model(images(), mask_ratio=0.5, mask_strategy=top_rows_strategy)
+    assert torch.equal(out.mask, expected)
+    configured = build_model("mff", mask_strategy=top_rows_strategy, mask_ratio=0.5, **SMALL)
+    assert torch.equal(configured(images()).mask, expected)
+    assert top_rows_strategy in list(MASK_STRATEGIES)
+    drawn = model.draw_masking(3, 0.5, top_rows_strategy)
+    assert torch.equal(drawn.mask, expected)
+    assert torch.equal(drawn.ids_keep[0], torch.arange(8, 16))
+
+
+def test_unknown_kind_and_strategy_errors_list_the_registered_names():
+    kinds = r"model kind must be one of \('mae', 'mff'\), got 'simmim'"
+    with pytest.raises(ValueError, match=kinds):
+        build_model("simmim")
+    model = build_model("mae", **SMALL)
+    listed = r"mask_strategy must be one of \('random', 'block', 'grid'\), got 'checker'"
+    with pytest.raises(ValueError, match=listed):
+        model(images(), mask_strategy="checker")
+    with pytest.raises(ValueError, match=listed):
+        mask_patches(2, 4, 0.5, "checker")
+
+
+def test_registries_hold_the_models_and_strategies():
+    assert MODEL_KINDS.get("mae") is MaskedAutoencoder
+    assert MODEL_KINDS.get("mff") is MFFMaskedAutoencoder and "mff" in MODEL_KINDS
+    assert sorted(MODEL_KINDS) == ["mae", "mff"] and [] not in MODEL_KINDS
+    assert list(MASK_STRATEGIES) == ["random", "block", "grid"] and "grid" in MASK_STRATEGIES
+
+
+def test_registry_basics():
+    reg: Registry[int] = Registry("colour")
+    reg.register("red")(1)
+    assert reg.register("blue")(2) == 2  # the decorator returns what it registers
+    assert reg.names() == ("red", "blue") and list(reg) == ["red", "blue"] and len(reg) == 2
+    assert reg.get("blue") == 2 and "red" in reg and "green" not in reg
+    with pytest.raises(ValueError, match="colour 'red' is already registered"):
+        reg.register("red")(3)
+    with pytest.raises(ValueError, match=r"colour must be one of \('red', 'blue'\), got 'green'"):
+        reg.get("green")
+    assert reg.unregister("red") == 1 and reg.names() == ("blue",)
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])

@@ -1,4 +1,4 @@
-"""Saving, loading and importing checkpoints.
+"""Checkpoint layouts: read a file, say which layout it is in, convert it, build the model.
 
 ``load_checkpoint(path)`` recognises four layouts and returns a ready model:
 
@@ -8,6 +8,10 @@
 * ``mmpretrain`` -- mmpretrain MAE / MFF: ``{"meta", "state_dict"}`` with ``backbone.`` and
   ``neck.`` keys (MFF adds ``backbone.proj_layers.*`` and ``backbone.proj_weights``);
 * ``timm`` -- a plain timm ``VisionTransformer`` state dict (encoder only).
+
+As in timm, loading is read -> :func:`detect_layout` -> the layout's converter (one function per
+source layout, registered in :data:`LAYOUTS`; each returns the state dict in official-MAE key
+names, the :class:`ModelConfig` and whether the file holds a decoder) -> build -> load.
 
 Everything is read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed for the
 official ``args``): a file that would run code when unpickled is refused, never executed.
@@ -21,20 +25,29 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .config import PUBLISHED_HEADS, ModelConfig, default_fuse_layers
-from .io import atomic_save
-from .models import MaskedAutoencoder, model_from_config
+from .config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_layers
+from .io import atomic_save, checkpoint_path
+from .models import MaskedAutoencoder, MultiLevelFusion, model_from_config
+from .registry import Registry
 
 FORMAT = "mim-workbench"
 FORMAT_VERSION = 1
 
-ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
-DECODER_PREFIXES = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_blocks.",
-                    "decoder_norm.", "decoder_pred.")
+# Key prefixes of the encoder as a timm VisionTransformer (official MAE names): what export_timm
+# writes.
+TIMM_ENCODER_KEYS = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+# Key prefixes of the decoder: absent from encoder-only files (mae_pretrain_vit_*, timm).
+DECODER_KEYS = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_blocks.",
+                "decoder_norm.", "decoder_pred.")
+
+# A converter: (checkpoint dict, the caller's model overrides) -> (state dict in official-MAE key
+# names, the model's config, whether the file holds decoder weights).
+Converter = Callable[[dict, dict], "tuple[dict[str, torch.Tensor], ModelConfig, bool]"]
+LAYOUTS: Registry[Converter] = Registry("checkpoint layout")
 
 
 class CheckpointError(ValueError):
@@ -44,7 +57,7 @@ class CheckpointError(ValueError):
 @dataclass
 class CheckpointInfo:
     path: str
-    layout: str  # "workbench" | "mae-official" | "mmpretrain" | "timm"
+    layout: str  # a name in LAYOUTS: "workbench" | "mae-official" | "mmpretrain" | "timm"
     config: ModelConfig
     has_decoder: bool
     step: int | None = None
@@ -59,7 +72,7 @@ class CheckpointInfo:
         if self.has_decoder:
             out.update(decoder_embed_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
                        decoder_num_heads=c.decoder_num_heads)
-        if c.kind == "mff":
+        if MODEL_KINDS.get(c.kind).has_fusion:
             out["fused_layers"] = c.fused_layers
         return {**out, **self.extra}
 
@@ -102,6 +115,7 @@ def _loader_detail(text: str) -> str:
 
 
 def detect_layout(obj: dict) -> str:
+    """Which of the :data:`LAYOUTS` a checkpoint dict is in (the first rule that fits)."""
     if obj.get("format") == FORMAT:
         return "workbench"
     if isinstance(obj.get("state_dict"), dict) and any(
@@ -109,7 +123,7 @@ def detect_layout(obj: dict) -> str:
         return "mmpretrain"
     sd = obj.get("model") if isinstance(obj.get("model"), dict) else obj
     if any(k.startswith("patch_embed.proj.") for k in sd):
-        if "model" in obj or any(k.startswith(DECODER_PREFIXES) for k in sd):
+        if "model" in obj or any(k.startswith(DECODER_KEYS) for k in sd):
             return "mae-official"
         return "timm"
     keys = sorted(obj)[:12]
@@ -119,7 +133,46 @@ def detect_layout(obj: dict) -> str:
         f"neck. keys) or a timm ViT state dict; top-level keys found: {keys}")
 
 
-# ------------------------------------------------------------------------------- layouts
+# ------------------------------------------------------------------------------- converters
+@LAYOUTS.register("workbench")
+def convert_workbench(obj: dict, overrides: dict):
+    """Our own files: the config is stored, the keys are already ours."""
+    cfg = ModelConfig.from_dict({**obj["config"], **overrides})
+    return obj["model"], cfg, bool(obj.get("has_decoder", True))
+
+
+@LAYOUTS.register("mmpretrain")
+def convert_mmpretrain(obj: dict, overrides: dict):
+    """mmpretrain MAE / MFF: rename ``backbone.`` / ``neck.`` keys, infer the settings."""
+    sd = mmpretrain_to_official(obj["state_dict"])
+    cfg, has_decoder = infer_config(sd, "mmpretrain", obj.get("args"), **overrides)
+    return sd, cfg, has_decoder
+
+
+@LAYOUTS.register("mae-official")
+def convert_mae_official(obj: dict, overrides: dict):
+    """facebookresearch/mae files: our key names already; ``args`` says norm_pix_loss."""
+    return _convert_vit(obj, "mae-official", overrides)
+
+
+@LAYOUTS.register("timm")
+def convert_timm(obj: dict, overrides: dict):
+    """A timm ViT state dict: the official encoder names; the classifier head is dropped."""
+    return _convert_vit(obj, "timm", overrides)
+
+
+def _convert_vit(obj: dict, layout: str, overrides: dict):
+    # mae-official / timm: the same key names; a classifier head is not ours to load
+    sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_drop."))}
+    if "fc_norm.weight" in sd:
+        raise CheckpointError("this ViT pools with fc_norm (global average pooling); only "
+                              "class-token ViTs with a final norm are supported")
+    cfg, has_decoder = infer_config(sd, layout, obj.get("args"), **overrides)
+    return sd, cfg, has_decoder
+
+
+# ------------------------------------------------------------------------------- key names
 _MM_BLOCK = [("ln1.", "norm1."), ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."),
              ("ffn.layers.1.", "mlp.fc2.")]
 
@@ -224,28 +277,44 @@ def infer_config(sd: dict[str, torch.Tensor], layout: str, args: Any = None,
                               f"{e}") from e
 
 
-def _state_dict_and_config(obj: dict, layout: str, overrides: dict):
-    if layout == "workbench":
-        cfg = ModelConfig.from_dict({**obj["config"], **overrides})
-        return obj["model"], cfg, bool(obj.get("has_decoder", True))
-    if layout == "mmpretrain":
-        sd = mmpretrain_to_official(obj["state_dict"])
-    else:  # mae-official / timm: the same key names; a classifier head is not ours to load
-        sd = obj["model"] if isinstance(obj.get("model"), dict) else obj
-        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_drop."))}
-        if "fc_norm.weight" in sd:
-            raise CheckpointError("this ViT pools with fc_norm (global average pooling); only "
-                                  "class-token ViTs with a final norm are supported")
-    cfg, has_decoder = infer_config(sd, layout, obj.get("args"), **overrides)
-    return sd, cfg, has_decoder
+# ------------------------------------------------------------------------------- loading
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    **overrides) -> MaskedAutoencoder:
+    """Build the model a checkpoint describes and load its weights (eval mode).
+
+    ``path`` is a checkpoint file or a training run directory (its ``checkpoint.pt``).
+    ``overrides`` set model fields the file cannot tell (e.g. ``num_heads`` for an unpublished
+    width, ``fuse_layers`` for an MFF file, ``norm_pix_loss``). ``model.checkpoint_info`` says
+    what was loaded; an encoder-only file gives a model whose ``has_decoder`` is False.
+    """
+    path = checkpoint_path(path)
+    obj = read_checkpoint(path, map_location)
+    layout = detect_layout(obj)
+    sd, cfg, has_decoder = LAYOUTS.get(layout)(obj, overrides)
+    info = _describe(obj, sd, str(path), layout, cfg, has_decoder)
+    model = model_from_config(cfg, has_decoder=has_decoder, source=info)
+    load_state(model, sd, layout)
+    return model.to(map_location).eval()
 
 
-def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: str,
-               has_decoder: bool) -> None:
-    """Load ``sd`` into ``model``; any missing, unexpected or mis-shaped key is an error."""
+def _describe(obj: dict, sd: dict[str, torch.Tensor], path: str, layout: str,
+              cfg: ModelConfig, has_decoder: bool) -> CheckpointInfo:
+    """What a loaded file holds: its layout, settings, training step and fusion weights."""
+    extra = {}
+    if MODEL_KINDS.get(cfg.kind).has_fusion and "fusion.logits" in sd:
+        weights = MultiLevelFusion.normalise(sd["fusion.logits"])
+        extra["fusion_weights"] = [round(float(w), 4) for w in weights]
+    step = obj.get("step", obj.get("epoch"))
+    return CheckpointInfo(path, layout, cfg, has_decoder,
+                          int(step) if isinstance(step, (int, float)) else None, extra)
+
+
+def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: str) -> None:
+    """Load ``sd`` into ``model``; any missing, unexpected or mis-shaped key is an error (decoder
+    keys are not needed by a model built with ``has_decoder=False``)."""
     own = model.state_dict()
     unexpected = sorted(k for k in sd if k not in own)
-    needed = [k for k in own if has_decoder or not k.startswith(DECODER_PREFIXES)]
+    needed = [k for k in own if model.has_decoder or not k.startswith(DECODER_KEYS)]
     missing = sorted(k for k in needed if k not in sd)
     if missing or unexpected:
         raise CheckpointError(
@@ -258,35 +327,11 @@ def load_state(model: MaskedAutoencoder, sd: dict[str, torch.Tensor], layout: st
         raise CheckpointError(f"{layout} checkpoint has tensors of the wrong shape: "
                               + "; ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
     model.load_state_dict(sd, strict=False)
-    model.has_decoder = has_decoder
 
 
 def _short(keys: list[str], n: int = 10) -> str:
     return "[]" if not keys else str(keys[:n])[:-1] + (f", ... ({len(keys)} in all)]"
                                                        if len(keys) > n else "]")
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    **overrides) -> MaskedAutoencoder:
-    """Build the model a checkpoint describes and load its weights (eval mode).
-
-    ``overrides`` set model fields the file cannot tell (e.g. ``num_heads`` for an unpublished
-    width, ``fuse_layers`` for an MFF file, ``norm_pix_loss``). ``model.checkpoint_info`` says
-    what was loaded; an encoder-only file gives a model whose ``has_decoder`` is False.
-    """
-    obj = read_checkpoint(path, map_location)
-    layout = detect_layout(obj)
-    sd, cfg, has_decoder = _state_dict_and_config(obj, layout, overrides)
-    model = model_from_config(cfg)
-    load_state(model, sd, layout, has_decoder)
-    extra = {}
-    if cfg.kind == "mff":
-        extra["fusion_weights"] = [round(float(w), 4) for w in model.fusion_weights()]
-    step = obj.get("step", obj.get("epoch"))
-    model.checkpoint_info = CheckpointInfo(str(path), layout, cfg, has_decoder,
-                                           int(step) if isinstance(step, (int, float)) else None,
-                                           extra)
-    return model.to(map_location).eval()
 
 
 # ------------------------------------------------------------------------------- writing
@@ -304,4 +349,4 @@ def export_timm(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
     """The encoder as a timm ``VisionTransformer`` state dict (class token, final norm, no head):
     ``timm.create_model("vit_base_patch16_224", num_classes=0).load_state_dict(sd)``."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if k.startswith(ENCODER_PREFIXES)}
+            if k.startswith(TIMM_ENCODER_KEYS)}

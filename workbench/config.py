@@ -8,10 +8,17 @@ user who knows ``models_mae.py`` knows these. Every field can be overridden by k
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Callable
 
-MODEL_KINDS = ("mae", "mff")
-MASK_STRATEGIES = ("random", "block", "grid")
+from .registry import Registry
+
+# Filled where each entry is defined: ``@MODEL_KINDS.register("mae")`` on the model class
+# (models/mae.py, models/mff.py), ``@MASK_STRATEGIES.register("random")`` on the score function
+# (models/masking.py). ``workbench`` imports ``workbench.models``, so both are complete as soon as
+# anything in the package is imported.
+MODEL_KINDS: Registry[Callable[..., Any]] = Registry("model kind")
+MASK_STRATEGIES: Registry[Callable[..., Any]] = Registry("mask_strategy")
 FUSION_PROJECTIONS = ("linear", "identity", "mlp")
 
 # Attention heads used by the published checkpoints for each encoder width (ViT-Ti/S/B/L/H).
@@ -20,7 +27,7 @@ PUBLISHED_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 @dataclass
 class ModelConfig:
-    kind: str = "mae"  # "mae" | "mff"
+    kind: str = "mae"  # a name in MODEL_KINDS: "mae" | "mff"
     # encoder (ViT)
     img_size: int = 32
     patch_size: int = 4
@@ -36,7 +43,7 @@ class ModelConfig:
     # objective
     norm_pix_loss: bool = True
     mask_ratio: float = 0.75
-    mask_strategy: str = "random"  # "random" | "block" | "grid"
+    mask_strategy: str = "random"  # a name in MASK_STRATEGIES: "random" | "block" | "grid"
     # ablation of MAE Table 1c: the encoder also sees mask tokens (and all N positions)
     mask_token_in_encoder: bool = False
     # MFF only
@@ -89,8 +96,7 @@ def default_fuse_layers(depth: int) -> list[int]:
 
 def validate(cfg: ModelConfig) -> None:
     """Raise ValueError naming the first inconsistent setting."""
-    if cfg.kind not in MODEL_KINDS:
-        raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
+    check_model_kind(cfg.kind)
     for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
                  "decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
         value = getattr(cfg, name)
@@ -133,9 +139,13 @@ def check_mask_ratio(mask_ratio: float) -> float:
 
 
 def check_mask_strategy(strategy: str) -> str:
-    if strategy not in MASK_STRATEGIES:
-        raise ValueError(f"mask_strategy must be one of {MASK_STRATEGIES}, got {strategy!r}")
+    MASK_STRATEGIES.get(strategy)  # ValueError listing the registered strategies
     return strategy
+
+
+def check_model_kind(kind: str) -> str:
+    MODEL_KINDS.get(kind)  # ValueError listing the registered model kinds
+    return kind
 
 
 # The papers' encoders (MAE Table / ViT paper): width, depth, heads; decoder 8 x 512 x 16 heads.

@@ -1,15 +1,17 @@
 """MAE and MFF-MAE models. ``build_model("mff", "vit-b")`` is the usual entry point."""
 from __future__ import annotations
 
-from ..config import ModelConfig, model_config
+from ..config import MODEL_KINDS, ModelConfig, model_config
 from .mae import EncoderOnlyError, MAEOutput, MaskedAutoencoder
 from .masking import Masking, mask_patches, num_kept
 from .mff import MFFMaskedAutoencoder, MultiLevelFusion
 from .modes import eval_mode
 
 
-def model_from_config(cfg: ModelConfig) -> MaskedAutoencoder:
-    return MFFMaskedAutoencoder(cfg) if cfg.kind == "mff" else MaskedAutoencoder(cfg)
+def model_from_config(cfg: ModelConfig, **kwargs) -> MaskedAutoencoder:
+    """The model class registered for ``cfg.kind``, built with ``kwargs`` (``has_decoder``,
+    ``source``)."""
+    return MODEL_KINDS.get(cfg.kind)(cfg, **kwargs)
 
 
 def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedAutoencoder:

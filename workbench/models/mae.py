@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
-from ..config import ModelConfig, check_mask_ratio, check_mask_strategy
+from ..config import MODEL_KINDS, ModelConfig, check_mask_ratio, check_mask_strategy
 from .masking import Masking, mask_patches
 from .pos_embed import sincos_2d
+
+if TYPE_CHECKING:
+    from ..checkpoints import CheckpointInfo
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
@@ -41,13 +45,19 @@ class EncoderOnlyError(RuntimeError):
     """Raised when a model loaded without decoder weights is asked to reconstruct."""
 
 
+@MODEL_KINDS.register("mae")
 class MaskedAutoencoder(nn.Module):
+    """``has_decoder=False``: the weights come from an encoder-only file, so the decoder is
+    untrained and reconstructing is an error. ``source``: the checkpoint it was loaded from."""
+
     has_fusion = False  # True for models whose decoder reads a fusion of several layers (MFF)
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, has_decoder: bool = True,
+                 source: CheckpointInfo | None = None):
         super().__init__()
         self.cfg = cfg
-        self.has_decoder = True  # False once loaded from an encoder-only checkpoint
+        self._has_decoder = bool(has_decoder)
+        self.source = source
         d, dd, n = cfg.embed_dim, cfg.decoder_embed_dim, cfg.num_patches
 
         # encoder
@@ -72,6 +82,16 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
 
         self.initialize_weights()
+
+    @property
+    def has_decoder(self) -> bool:
+        """False for a model loaded from an encoder-only checkpoint."""
+        return self._has_decoder
+
+    @property
+    def checkpoint_info(self) -> CheckpointInfo | None:
+        """What :func:`workbench.checkpoints.load_checkpoint` loaded (None if not loaded)."""
+        return self.source
 
     # ----------------------------------------------------------------------------- init
     def initialize_weights(self) -> None:
@@ -121,9 +141,11 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"expected images of shape [B, {c}, {s}, {s}], got {list(imgs.shape)}")
 
     # ----------------------------------------------------------------------------- masking
-    def random_masking(self, batch: int, mask_ratio: float, strategy: str = "random",
-                       generator: torch.Generator | None = None,
-                       device: torch.device | None = None) -> Masking:
+    def draw_masking(self, batch: int, mask_ratio: float, strategy: str = "random",
+                     generator: torch.Generator | None = None,
+                     device: torch.device | None = None) -> Masking:
+        """Draw which patches each sample keeps, by any registered strategy (MAE's
+        ``random_masking`` is ``strategy="random"``)."""
         return mask_patches(batch, self.cfg.grid_size, mask_ratio, strategy, generator, device)
 
     # ----------------------------------------------------------------------------- encoder
@@ -133,7 +155,7 @@ class MaskedAutoencoder(nn.Module):
         """Embed patches, drop the masked ones (``masking`` if given), prepend cls, run blocks."""
         x = self.patch_embed(imgs)  # [B, N, D]
         x = x + self.pos_embed[:, 1:, :]
-        m = masking if masking is not None else self.random_masking(
+        m = masking if masking is not None else self.draw_masking(
             x.shape[0], mask_ratio, strategy, generator, x.device)
         if self.cfg.mask_token_in_encoder:  # ablation: masked positions become a mask token
             token = self.encoder_mask_token.to(x.dtype) + self.pos_embed[:, 1:, :]

@@ -3,6 +3,10 @@
 Every strategy produces a score per patch; the ``len_keep = int(N * (1 - mask_ratio))`` patches
 with the lowest scores are kept, exactly as MAE's ``random_masking`` keeps the lowest noise. So the
 masked count is exact for every strategy and the same for every sample of a batch.
+
+A strategy is one score function registered in ``MASK_STRATEGIES`` under its name, with the
+signature ``scores(batch, grid, num_masked, generator) -> [B, grid*grid]``; ``mask_patches``,
+the config check and ``model(imgs, mask_strategy=name)`` then accept that name.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import check_mask_ratio, check_mask_strategy
+from ..config import MASK_STRATEGIES, check_mask_ratio
 
 
 @dataclass
@@ -26,11 +30,14 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1 - check_mask_ratio(mask_ratio)))
 
 
-def random_scores(batch: int, grid: int, generator: torch.Generator | None) -> torch.Tensor:
+@MASK_STRATEGIES.register("random")
+def random_scores(batch: int, grid: int, num_masked: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
     """MAE: per-sample uniform noise; keeping the smallest is a uniform random subset."""
     return torch.rand(batch, grid * grid, generator=generator)
 
 
+@MASK_STRATEGIES.register("block")
 def block_scores(batch: int, grid: int, num_masked: int,
                  generator: torch.Generator | None) -> torch.Tensor:
     """BEiT-style block-wise masking: rectangles of random area (>= 4 patches, or the whole
@@ -67,7 +74,9 @@ def bayer_matrix(size: int) -> torch.Tensor:
     return m
 
 
-def grid_scores(batch: int, grid: int) -> torch.Tensor:
+@MASK_STRATEGIES.register("grid")
+def grid_scores(batch: int, grid: int, num_masked: int,
+                generator: torch.Generator | None) -> torch.Tensor:
     """MAE's grid-wise sampling: a deterministic regular lattice. At ratio 0.75 it keeps one
     patch of every 2x2 (even rows, even columns), as in the paper's Figure 6; other ratios keep
     the lowest entries of an ordered-dither (Bayer) matrix, the most regular subset of that size."""
@@ -80,15 +89,10 @@ def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "rand
                  generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Masking:
     """Choose the visible patches of a ``grid`` x ``grid`` image for each of ``batch`` samples."""
-    check_mask_strategy(strategy)
+    score = MASK_STRATEGIES.get(strategy)
     n = grid * grid
     len_keep = num_kept(n, mask_ratio)
-    if strategy == "random":
-        scores = random_scores(batch, grid, generator)
-    elif strategy == "block":
-        scores = block_scores(batch, grid, n - len_keep, generator)
-    else:
-        scores = grid_scores(batch, grid)
+    scores = score(batch, grid, n - len_keep, generator)  # [B, N], the lowest len_keep are kept
     scores = scores.to(device) if device is not None else scores
     ids_shuffle = torch.argsort(scores, dim=1)  # ascending: kept first
     # keep visible tokens (and then masked ones) in raster order: same mask as MAE, tidier tokens

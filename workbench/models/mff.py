@@ -11,8 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
+from typing import TYPE_CHECKING
+
+from ..config import MODEL_KINDS, ModelConfig
 from .mae import MaskedAutoencoder
+
+if TYPE_CHECKING:
+    from ..checkpoints import CheckpointInfo
 
 
 def make_projection(kind: str, dim: int) -> nn.Module:
@@ -33,9 +38,14 @@ class MultiLevelFusion(nn.Module):
         self.projections = nn.ModuleList(make_projection(proj, dim) for _ in self.layers[:-1])
         self.logits = nn.Parameter(torch.ones(len(self.layers)))  # equal: uniform weights
 
+    @staticmethod
+    def normalise(logits: torch.Tensor) -> torch.Tensor:
+        """fusion logits [L] -> normalised weights [L] (fp32), summing to 1."""
+        return F.softmax(logits.float(), dim=0)
+
     def weights(self) -> torch.Tensor:
         """[L] normalised weights, summing to 1."""
-        return F.softmax(self.logits.float(), dim=0)
+        return self.normalise(self.logits)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """every block output [B, T, D] -> fused [B, T, D]"""
@@ -45,11 +55,13 @@ class MultiLevelFusion(nn.Module):
         return torch.einsum("l,lbtd->btd", w, torch.stack(projected))
 
 
+@MODEL_KINDS.register("mff")
 class MFFMaskedAutoencoder(MaskedAutoencoder):
     has_fusion = True
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: ModelConfig, has_decoder: bool = True,
+                 source: CheckpointInfo | None = None):
+        super().__init__(cfg, has_decoder=has_decoder, source=source)
         self.fusion = MultiLevelFusion(cfg.fused_layers, cfg.embed_dim, cfg.fusion_proj)
         self.fusion.apply(self._init_module)  # Xavier-uniform, zero bias
 

@@ -383,8 +383,8 @@ def _pyhessian(loss_fn, params, k, tol, max_iter, seed):
 
 
 # ------------------------------------------------------------------------------ MAE / MFF
-ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "encoder_mask_token", "blocks.",
-                    "norm.")
+ENCODER_PARAMETER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "encoder_mask_token",
+                              "blocks.", "norm.")
 
 
 def select_parameters(model: nn.Module, params: str | Sequence = "all") -> list[nn.Parameter]:
@@ -396,9 +396,9 @@ def select_parameters(model: nn.Module, params: str | Sequence = "all") -> list[
         if params == "all":
             out = [p for _, p in named]
         elif params == "encoder":
-            out = [p for n, p in named if n.startswith(ENCODER_PREFIXES)]
+            out = [p for n, p in named if n.startswith(ENCODER_PARAMETER_PREFIXES)]
         elif params == "decoder":
-            out = [p for n, p in named if not n.startswith(ENCODER_PREFIXES)]
+            out = [p for n, p in named if not n.startswith(ENCODER_PARAMETER_PREFIXES)]
         else:
             raise ValueError(
                 f"params must be 'all', 'encoder', 'decoder' or a list, got {params!r}")
