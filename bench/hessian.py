@@ -36,6 +36,8 @@ from common import header, interleave, median, table, write_result
 
 from workbench import build_model
 from workbench.probes import hessian_spectrum, top_hessian_eigenvalues
+from workbench.training import TrainConfig, build_train_state, resolve, train_step
+from workbench.training.settings import build_model_config
 from workbench.probes.reconstruction import IMAGENET_MEAN, IMAGENET_STD
 
 BOUND = 1e-3
@@ -64,17 +66,18 @@ def astronaut_crops(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def warmed_up_model(steps: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_model("mae", "tiny")
+    """The tiny MAE after ``steps`` of the product's own training step on astronaut crops
+    (batch 64, peak lr 1e-3, no warmup): the Hessian is not that of the initialisation."""
+    cfg = resolve(TrainConfig(kind="mae", preset="tiny", steps=steps, batch_size=64, lr=1e-3,
+                              warmup=0, device="cpu", seed=0))
+    state = build_train_state(cfg, build_model_config(cfg), torch.device("cpu"), "fp32")
     train = astronaut_crops(256, seed=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    for _ in range(steps):  # a short warm-up so the Hessian is not that of the init
-        idx = torch.randint(0, train.shape[0], (64,))
-        loss = model(train[idx]).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    g = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(0, train.shape[0], (cfg.batch_size,), generator=g)
+        first = step * cfg.batch_size
+        train_step(state, [(train[idx], range(first, first + cfg.batch_size))])
+    return state.raw.eval()
 
 
 class Problem:

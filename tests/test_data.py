@@ -145,7 +145,20 @@ def test_image_folder_lazy_skip_at_load_time(folder):
     cut = [i for i, (p, _) in enumerate(ds.samples) if p.name == "cut.jpg"][0]
     with pytest.warns(UserWarning, match="cut.jpg"):
         x, y = ds[cut]  # replaced by the next readable image, never a crash
-    assert x.shape == (3, S, S) and len(ds.skipped) == 2
+    assert x.shape == (3, S, S) and len(ds.skipped) + ds.skipped_while_loading == 2
+    assert "1 more failed to decode while loading" in ds.report()
+
+
+def test_image_folder_counts_files_that_fail_in_loader_workers(folder):
+    """A file that fails to decode inside a DataLoader worker still counts in the main process."""
+    from torch.utils.data import DataLoader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = ImageFolder(folder, S, "train", train_transform=False, verify=False)
+        batches = list(DataLoader(ds, batch_size=len(ds), num_workers=1))
+    assert batches[0][0].shape[0] == len(ds)
+    assert ds.skipped_while_loading == 1 and len(ds.skipped) == 1
 
 
 def test_image_folder_heldout_split(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import multiprocessing
 import os
 import warnings
 from collections import Counter
@@ -350,7 +351,15 @@ class ImageFolder(ViewDataset):
                           f"{self.skipped[0][0]} ({self.skipped[0][1]})")
         if not self.samples:
             raise ValueError(f"{base} ({split}) has no readable images")
-        self._bad: set[int] = set()
+        self._bad: set[int] = set()  # this process's files that failed to decode while loading
+        # files that failed while loading, counted over every process that loads (DataLoader
+        # workers inherit this shared counter; a per-process list would be lost with the worker)
+        self._failed_loading = multiprocessing.Value("i", 0)
+
+    @property
+    def skipped_while_loading(self) -> int:
+        """Files that passed the scan but failed to decode while loading, in any process."""
+        return int(self._failed_loading.value)
 
     @staticmethod
     def _inspect(path: Path, full: bool, img_size: int) -> tuple[str | None, list[str]]:
@@ -370,6 +379,8 @@ class ImageFolder(ViewDataset):
         text = f"{self.root}: {len(self.samples)} images in {len(self.classes)} classes"
         if self.skipped:
             text += f"; skipped {len(self.skipped)} unreadable (e.g. {self.skipped[0][0]})"
+        if self.skipped_while_loading:
+            text += f"; {self.skipped_while_loading} more failed to decode while loading"
         if self.converted:
             text += "; converted: " + ", ".join(f"{n} {what}" for what, n in
                                                 sorted(self.converted.items()))
@@ -390,9 +401,10 @@ class ImageFolder(ViewDataset):
                 a = _open_rgb(self.samples[i][0])
             except Exception as e:  # noqa: BLE001
                 self._bad.add(i)
-                self.skipped.append((str(self.samples[i][0]), f"{type(e).__name__}: {e}"))
+                with self._failed_loading.get_lock():
+                    self._failed_loading.value += 1
                 warnings.warn(f"skipped unreadable image {self.samples[i][0]}: {e} "
-                              f"({len(self.skipped)} skipped so far)")
+                              f"({len(self.skipped) + self.skipped_while_loading} skipped so far)")
                 continue
             img = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
             return img, (0, 0, img.shape[1], img.shape[2])
