@@ -34,7 +34,6 @@ import torch.nn.functional as F
 import common
 from common import header, interleave, median, table, write_result
 
-from workbench import build_model
 from workbench.probes import hessian_spectrum, top_hessian_eigenvalues
 from workbench.training import TrainConfig, build_train_state, resolve, train_step
 from workbench.training.settings import build_model_config
