@@ -173,50 +173,48 @@ def _convert_vit(obj: dict, layout: str, overrides: dict):
 
 
 # ------------------------------------------------------------------------------- key names
+# mmpretrain prefix -> official MAE prefix, first match wins; ``True``: a transformer block, whose
+# index is kept and whose sub-layer names are renamed by _MM_BLOCK
+_MM_PREFIXES = [("backbone.layers.", "blocks.", True),
+                ("backbone.patch_embed.projection.", "patch_embed.proj.", False),
+                ("backbone.ln1.", "norm.", False),
+                ("backbone.proj_layers.", "fusion.projections.", False),
+                ("backbone.", "", False),
+                ("neck.decoder_blocks.", "decoder_blocks.", True),
+                ("neck.ln1.", "decoder_norm.", False),
+                ("neck.", "", False)]
 _MM_BLOCK = [("ln1.", "norm1."), ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."),
              ("ffn.layers.1.", "mlp.fc2.")]
 
 
-def _rename_mm_block(rest: str) -> str:
-    for old, new in _MM_BLOCK:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest
+def _rename(name: str, table) -> str:
+    for old, new, *_ in table:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def _mm_to_official_name(key: str) -> str:
+    for old, new, block in _MM_PREFIXES:
+        if key.startswith(old):
+            rest = key[len(old):]
+            if block:  # "3.ln1.weight" -> "3.norm1.weight"
+                idx, tail = rest.split(".", 1)
+                rest = f"{idx}.{_rename(tail, _MM_BLOCK)}"
+            return new + rest
+    return key  # left for the unexpected-key check
 
 
 def mmpretrain_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """mmpretrain MAE / MFF keys -> official MAE keys (+ ``fusion.*`` for MFF)."""
     out = {}
     for k, v in sd.items():
-        if k.startswith("backbone."):
-            rest = k[len("backbone."):]
-            if rest.startswith("layers."):
-                _, idx, tail = rest.split(".", 2)
-                name = f"blocks.{idx}.{_rename_mm_block(tail)}"
-            elif rest.startswith("patch_embed.projection."):
-                name = "patch_embed.proj." + rest[len("patch_embed.projection."):]
-            elif rest.startswith("ln1."):
-                name = "norm." + rest[len("ln1."):]
-            elif rest.startswith("proj_layers."):
-                name = "fusion.projections." + rest[len("proj_layers."):]
-            elif rest == "proj_weights":
-                name, v = "fusion.logits", v.reshape(-1)
-            else:
-                name = rest
-        elif k.startswith("neck."):
-            rest = k[len("neck."):]
-            if rest.startswith("decoder_blocks."):
-                _, idx, tail = rest.split(".", 2)
-                name = f"decoder_blocks.{idx}.{_rename_mm_block(tail)}"
-            elif rest.startswith("ln1."):
-                name = "decoder_norm." + rest[len("ln1."):]
-            else:
-                name = rest
-        elif k.startswith("data_preprocessor."):
+        if k.startswith("data_preprocessor."):
             continue  # mean / std buffers of mmpretrain's preprocessor, not model weights
+        if k == "backbone.proj_weights":  # [L, 1, 1, 1] fusion logits
+            out["fusion.logits"] = v.reshape(-1)
         else:
-            name = k  # left for the unexpected-key check
-        out[name] = v
+            out[_mm_to_official_name(k)] = v
     return out
 
 
