@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import eval_mode
+
 CONVENTIONS = ("park-kim", "nyquist")
 EPS = 1e-6  # Park & Kim's epsilon inside the log
 
@@ -132,11 +134,9 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
     """
     if imgs.ndim != 4 or imgs.shape[0] == 0:
         raise ValueError(f"expected images [B, C, H, W] with B >= 1, got {list(imgs.shape)}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, names = None, None
-    try:
+    with eval_mode(model):
         for start in range(0, imgs.shape[0], batch_size):
             x = imgs[start:start + batch_size].to(device)
             if sublayers:
@@ -144,15 +144,13 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
             else:
                 feats = model.layer_features(x, mask_ratio=0.0)
                 names = [f"block {i}" for i in range(len(feats))]
-            if hasattr(model, "fusion"):
+            if model.has_fusion:
                 fused = model.fusion(model.layer_features(x, mask_ratio=0.0) if sublayers
                                      else feats)
                 feats, names = feats + [fused], names + ["fused"]
             # sum of log amplitudes over images and channels, per layer: [L, h, h]
             spec = torch.stack([mean_log_amplitude(token_grid(f), eps) * f.shape[0] for f in feats])
             total = spec if total is None else total + spec
-    finally:
-        model.train(was_training)
     mean = total / imgs.shape[0]
     curves = torch.stack([half_diagonal(s, convention) for s in mean])
     curves = curves - curves[:, :1]

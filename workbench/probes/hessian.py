@@ -41,6 +41,7 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import check_mask_ratio, check_mask_strategy
+from ..models import eval_mode
 
 BACKENDS = ("lanczos", "pyhessian")
 # Below this many parameters the Hessian is built densely (one HVP per column) and diagonalised:
@@ -457,10 +458,8 @@ def hessian_spectrum(model: nn.Module, batches, k: int = 5, params: str | Sequen
         work = copy.deepcopy(model).to(dtype)
     chosen = select_parameters(work, params)
     device = next(work.parameters()).device
-    was_training = work.training
-    work.eval()
     rows, prev = [], None
-    try:
+    with eval_mode(work):
         total = len(batches) if hasattr(batches, "__len__") else None
         for i, batch in enumerate(tqdm(batches, total=total, desc="Hessian spectrum",
                                        disable=not progress)):
@@ -476,8 +475,6 @@ def hessian_spectrum(model: nn.Module, batches, k: int = 5, params: str | Sequen
             rows.append(res.eigenvalues)
             prev = res.eigenvectors
             del res
-    finally:
-        work.train(was_training)
     if not rows:
         raise ValueError("no batches given")
     return torch.stack(rows)
