@@ -93,6 +93,33 @@ class FrequencyResponse:
         """[L] the value at the highest frequency read (the last point, ``freqs[-1]``·π)."""
         return self.curves[:, -1]
 
+    @property
+    def block_rows(self) -> list[int]:
+        """Indices of the encoder-block rows (every row but MFF's ``"fused"``), shallow first."""
+        return [i for i, n in enumerate(self.names) if n != "fused"]
+
+    @property
+    def last_block_row(self) -> int:
+        """Index of the deepest encoder-block row (the last one that is not the fused tensor)."""
+        return self.block_rows[-1]
+
+    @property
+    def fused_row(self) -> int | None:
+        """Index of MFF's ``"fused"`` row, or None for a model without fusion."""
+        return self.names.index("fused") if "fused" in self.names else None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: {"freqs_pi": [F], "names": [L], "curves": [L][F], "depth": [L]}
+        (the fused row's depth is NaN, which ``json.dumps`` writes as ``NaN``)."""
+        return {"freqs_pi": self.freqs.tolist(), "names": list(self.names),
+                "curves": self.curves.tolist(), "depth": self.depth.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrequencyResponse":
+        return cls(curves=torch.tensor(d["curves"], dtype=torch.float64),
+                   freqs=torch.tensor(d["freqs_pi"], dtype=torch.float64),
+                   names=list(d["names"]), depth=torch.tensor(d["depth"], dtype=torch.float64))
+
 
 def _sublayer_features(model, imgs: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
     """Residual stream after every attention and every MLP sub-block (Park & Kim's points):

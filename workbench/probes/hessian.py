@@ -58,6 +58,15 @@ class HessianResult:
     num_params: int  # dimension of the Hessian (parameters that get a gradient count; see below)
     eigenvectors: torch.Tensor | None = None  # [k, n] unit vectors, same order (lanczos only)
 
+    def to_dict(self, eigenvectors: bool = False) -> dict:
+        """JSON-ready values; the eigenvectors ([k, n], as large as the model) only on request."""
+        d = {"eigenvalues": self.eigenvalues.tolist(), "num_hvps": int(self.num_hvps),
+             "seconds": float(self.seconds), "backend": self.backend,
+             "num_params": int(self.num_params)}
+        if eigenvectors:
+            d["eigenvectors"] = None if self.eigenvectors is None else self.eigenvectors.tolist()
+        return d
+
 
 def math_attention() -> contextlib.AbstractContextManager:
     """Force the plain (math) SDPA implementation, which supports double backward."""
