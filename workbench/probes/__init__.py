@@ -6,7 +6,7 @@ dicts), never a figure; ``workbench.plots`` draws them.
 * :func:`delta_log_amplitude`, :func:`frequency_response` -- Park & Kim's Fourier analysis
 * :func:`top_hessian_eigenvalues`, :func:`hessian_spectrum`, :func:`spectrum_summary` --
   Hessian max-eigenvalue spectrum
-* :func:`linear_probe`, :func:`knn_probe` -- frozen-feature accuracy
+* :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores` -- frozen-feature accuracy
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .fourier import (FrequencyResponse, delta_log_amplitude, diagonal_frequenci
 from .fusion import FusionHistory, FusionState, NoFusionError, fusion_history, fusion_state
 from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectrum_summary,
                       top_hessian_eigenvalues)
-from .linear import extract_features, knn_probe, linear_probe
+from .linear import extract_features, knn_probe, linear_probe, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 
 __all__ = [
@@ -25,5 +25,5 @@ __all__ = [
     "token_grid",
     "top_hessian_eigenvalues", "hessian_spectrum", "spectrum_summary", "HessianResult",
     "select_parameters",
-    "linear_probe", "knn_probe", "extract_features",
+    "linear_probe", "knn_probe", "probe_scores", "extract_features",
 ]

@@ -79,3 +79,12 @@ def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: in
                                algorithm="brute")
     knn.fit(xtr, ytr)
     return float(knn.score(xte, yte))
+
+
+def probe_scores(model, train, test, seed: int = 0) -> dict[str, float]:
+    """The frozen-feature comparison of the linear-probe notebook: accuracy in [0, 1] of a linear
+    probe on the cls token (``"linear cls"``) and on mean-pooled patch tokens (``"linear
+    mean"``), and of a kNN vote on the cls token (``"kNN cls"``)."""
+    return {"linear cls": linear_probe(model, train, test, pool="cls", seed=seed),
+            "linear mean": linear_probe(model, train, test, pool="mean", seed=seed),
+            "kNN cls": knn_probe(model, train, test, pool="cls")}
