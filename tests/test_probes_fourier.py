@@ -97,6 +97,8 @@ def test_frequency_response_of_a_model(kind):
     assert res.names == names and res.curves.shape == (len(names), 2)
     assert res.freqs.tolist() == [0.0, 0.5] and (res.curves[:, 0] == 0).all()
     assert torch.equal(res.high_frequency, res.curves[:, -1])
+    assert res.block_rows == [0, 1] and res.last_block_row == 1
+    assert res.fused_row == (2 if kind == "mff" else None)
     with torch.no_grad():
         feats = model.eval().layer_features(imgs)
         if kind == "mff":
@@ -107,6 +109,7 @@ def test_frequency_response_of_a_model(kind):
     assert sub.names[:4] == ["block 0 attn", "block 0 mlp", "block 1 attn", "block 1 mlp"]
     assert torch.allclose(sub.curves[1::2][:2], res.curves[:2], atol=1e-6)  # mlp = block output
     assert not torch.allclose(sub.curves[0], sub.curves[1])
+    assert sub.block_rows == [0, 1, 2, 3] and sub.names[sub.last_block_row] == "block 1 mlp"
 
 
 def test_frequency_response_on_official_checkpoint(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from workbench import build_model
 from workbench.checkpoints import load_checkpoint, save_checkpoint
 from workbench.config import default_fuse_layers
-from workbench.probes import NoFusionError, fusion_history, fusion_weights
+from workbench.probes import FusionHistory, NoFusionError, fusion_history, fusion_state
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=4, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -80,12 +80,23 @@ def test_errors(tmp_path):
 def test_weights_of_a_model(tmp_path):
     torch.manual_seed(0)
     model = build_model("mff", **SMALL)
-    layers, w = fusion_weights(model)
-    assert layers == [0, 1, 2, 3] and torch.allclose(w, torch.full((4,), 0.25))
+    state = fusion_state(model)
+    assert state.layers == [0, 1, 2, 3] and torch.allclose(state.weights, torch.full((4,), 0.25))
     with torch.no_grad():
         model.fusion.logits.copy_(torch.tensor([2.0, 0.0, 0.0, 1.0]))
     save_checkpoint(model, tmp_path / "mff.pt")
-    layers, w = fusion_weights(load_checkpoint(tmp_path / "mff.pt"))
-    assert torch.allclose(w, torch.softmax(torch.tensor([2.0, 0.0, 0.0, 1.0]), 0))
+    state = fusion_state(load_checkpoint(tmp_path / "mff.pt"))
+    assert torch.allclose(state.weights, torch.softmax(torch.tensor([2.0, 0.0, 0.0, 1.0]), 0))
+    d = json.loads(json.dumps(state.to_dict()))
+    assert d["layers"] == [0, 1, 2, 3] and d["weights"] == pytest.approx(state.weights.tolist())
     with pytest.raises(NoFusionError, match="only MFF"):
-        fusion_weights(build_model("mae", **SMALL))
+        fusion_state(build_model("mae", **SMALL))
+
+
+def test_history_to_dict_round_trips_through_json(tmp_path):
+    history = fusion_history(write_run(tmp_path / "run"))
+    d = json.loads(json.dumps(history.to_dict()))
+    assert d == {"steps": history.steps.tolist(), "weights": WEIGHTS, "layers": [0, 1, 2, 3]}
+    back = FusionHistory.from_dict(d)
+    assert torch.equal(back.steps, history.steps) and torch.equal(back.weights, history.weights)
+    assert back.layers == history.layers

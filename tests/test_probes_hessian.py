@@ -1,6 +1,8 @@
 """Hessian eigenvalues: known spectra, an exact dense Hessian, pyhessian, and the MAE loss."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -42,6 +44,9 @@ def test_quadratic_positive_definite_and_dense_path():
     res = top_hessian_eigenvalues(loss, [x], k=2, return_info=True)
     assert torch.allclose(res.eigenvalues, torch.tensor([5.0, 2.0], dtype=torch.float64))
     assert res.num_hvps == 5 and res.num_params == 5
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["eigenvalues"] == res.eigenvalues.tolist() and d["num_hvps"] == 5
+    assert d["num_params"] == 5 and d["backend"] == res.backend and "eigenvectors" not in d
 
 
 def test_lanczos_uses_fewer_hvps_than_power_iteration():

@@ -6,7 +6,7 @@ import torch
 
 from workbench import build_model
 from workbench.checkpoints import load_checkpoint
-from workbench.probes import extract_features, knn_probe, linear_probe
+from workbench.probes import extract_features, knn_probe, linear_probe, probe_scores
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -35,6 +35,16 @@ def test_separable_classes_are_found(model, pool):
     train, test = coloured(160, 0), coloured(80, 1)
     assert linear_probe(model, train, test, pool=pool) > 0.9
     assert knn_probe(model, train, test, k=5, pool=pool) > 0.9
+
+
+def test_probe_scores_are_the_notebook_comparison(model):
+    train, test = coloured(64, 0), coloured(32, 1)
+    model.train()
+    scores = probe_scores(model, train, test)
+    assert model.training  # mode restored
+    assert scores == {"linear cls": linear_probe(model, train, test, pool="cls"),
+                      "linear mean": linear_probe(model, train, test, pool="mean"),
+                      "kNN cls": knn_probe(model, train, test, pool="cls")}
 
 
 def test_random_labels_are_at_chance(model):

@@ -17,7 +17,7 @@ from PIL import Image
 from workbench.__main__ import main
 from workbench.checkpoints import load_checkpoint, read_checkpoint
 from workbench.models import MaskedAutoencoder, build_model
-from workbench.probes import fusion_history, fusion_weights
+from workbench.probes import fusion_history, fusion_state
 from workbench.training import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
                                 peak_lr, resolve, train)
 
@@ -124,7 +124,7 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     history = fusion_history(tmp_path)
     assert history.steps.tolist() == [2, 4, 6] and history.layers == [0, 1]
     assert history.weights.tolist() == [r["fusion_weights"] for r in rows]
-    layers, now = fusion_weights(load_checkpoint(tmp_path / "checkpoint.pt"))
+    now = fusion_state(load_checkpoint(tmp_path / "checkpoint.pt")).weights
     assert torch.allclose(now.double(), history.weights[-1], atol=1e-6)
     assert "heldout_loss" in rows[-1] and "heldout_loss" not in rows[0]
     assert rows[-1]["heldout_loss"] == pytest.approx(result.heldout_loss)

@@ -11,8 +11,9 @@ import torch
 matplotlib.use("Agg")
 
 from workbench import build_model, findings, plots  # noqa: E402
+from workbench.pictures import COLUMNS, compose_rows, image_hwc, png_bytes  # noqa: E402
 from workbench.probes import FrequencyResponse, FusionHistory, reconstruct  # noqa: E402
-from workbench.widgets import ReconstructionExplorer, compose_rows  # noqa: E402
+from workbench.widgets import ReconstructionExplorer  # noqa: E402
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -56,9 +57,62 @@ def test_composed_picture_holds_every_panel(models, imgs):
     assert np.abs(pic[:32:2, :32:2].astype(float) - first).max() <= 1
 
 
+def _old_compose_rows(results, index=0, scale=4, pad=2):
+    """widgets.compose_rows as it was before workbench.pictures (the explorer's pixels)."""
+    rows = []
+    for res in results.values():
+        panels = [image_hwc(getattr(res, field)[index]) for field, _ in COLUMNS]
+        panels = [np.kron(p, np.ones((scale, scale, 1))) for p in panels]
+        h = panels[0].shape[0]
+        gap = np.ones((h, pad * scale, 3))
+        row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+        rows.append(row)
+        rows.append(np.ones((pad * scale, row.shape[1], 3)))
+    return (np.concatenate(rows[:-1], axis=0) * 255).round().astype(np.uint8)
+
+
+def _old_snapshot(r, scale=4):
+    """train.reconstruction_grid's pixels before workbench.pictures: original | masked (black) |
+    pasted, one row per image, no gaps, nearest upscaling."""
+    rows = [torch.cat([a, m, c], dim=2) for a, m, c in zip(r.original, r.masked, r.pasted)]
+    arr = (torch.cat(rows, dim=1).float().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return arr.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def test_pictures_keep_the_old_pixels(models, imgs):
+    res = {n: reconstruct(m, imgs, 0.5, seed=3) for n, m in models.items()}
+    for index, scale, pad in ((0, 4, 2), (2, 2, 1), (1, 3, 0), (0, 1, 2)):
+        assert np.array_equal(compose_rows(res, index, scale, pad),
+                              _old_compose_rows(res, index, scale, pad))
+    # the training snapshot: several images of one model, chosen columns, no gaps
+    r = reconstruct(models["MFF-MAE"], imgs, 0.75, seed=0, fill=0.0)
+    snap = compose_rows(r, range(3), scale=4, pad=0, columns=("original", "masked", "pasted"))
+    old = _old_snapshot(r)
+    assert snap.shape == old.shape == (3 * 64, 3 * 64, 3)
+    assert np.abs(snap.astype(int) - old.astype(int)).max() <= 1  # rounding of exact halves
+    # rows: image by image, model by model
+    two = compose_rows(res, [2, 0], scale=1, pad=0)
+    assert np.array_equal(two[16:32], compose_rows(res["MFF-MAE"], 2, scale=1, pad=0))
+    assert np.array_equal(two[32:48], compose_rows(res["MAE"], 0, scale=1, pad=0))
+    assert png_bytes(two)[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="nothing to draw"):
+        compose_rows(res, [], scale=1)
+
+
+def test_latency_leaves_the_slider_where_it_was(models, imgs):
+    app = ReconstructionExplorer(models, imgs, mask_ratio=0.75)
+    shown = app.image.value
+    lat = app.latency(ratios=(0.25, 0.75, 0.95), repeats=2)
+    assert set(lat) == {"median_ms", "max_ms", "updates"} and lat["updates"] == 6
+    assert 0 < lat["median_ms"] <= lat["max_ms"]
+    assert app.ratio.value == 0.75 and app.masked_count == 12 and app.image.value == shown
+    with pytest.raises(ValueError):
+        app.latency(ratios=())
+
+
 def test_save_figure_writes_png_svg_html_and_json(tmp_path, models, imgs):
     res = {n: reconstruct(m, imgs, 0.75, seed=0) for n, m in models.items()}
-    fig = plots.reconstruction_grid(res)
+    fig = plots.reconstruction_figure(res)
     paths = plots.save_figure(fig, tmp_path, "recon", data={"loss": {n: r.loss for n, r in res.items()}})
     assert sorted(p.suffix for p in paths) == [".json", ".png", ".svg"]
     assert all(p.stat().st_size > 0 for p in paths)
@@ -109,3 +163,35 @@ def test_frequency_and_hessian_figures_draw(tmp_path):
                                 "MFF-MAE": torch.tensor([[2.0, 0.5], [1.5, -0.1]])})
     assert fig.axes[0].get_yscale() == "log"
     assert len(plots.save_figure(fig, tmp_path, "hessian")) == 2
+
+
+def test_frequency_response_rows_and_json_round_trip():
+    with_fused = _response([0.5, 0.2, -0.1], fused=0.3)
+    assert with_fused.block_rows == [0, 1, 2] and with_fused.last_block_row == 2
+    assert with_fused.fused_row == 3
+    plain = _response([0.5, 0.2])
+    assert plain.block_rows == [0, 1] and plain.last_block_row == 1 and plain.fused_row is None
+    d = json.loads(json.dumps(with_fused.to_dict()))
+    assert set(d) == {"freqs_pi", "names", "curves", "depth"} and d["names"][-1] == "fused"
+    back = FrequencyResponse.from_dict(d)
+    assert torch.equal(back.curves, with_fused.curves.double()) and back.names == with_fused.names
+    assert torch.allclose(back.depth, with_fused.depth.double(), equal_nan=True)
+    assert findings.shallow_layers_more_high_frequency("MFF", back) == \
+        findings.shallow_layers_more_high_frequency("MFF", with_fused)
+
+
+def test_to_jsonable_uses_to_dict(tmp_path):
+    hist = FusionHistory(steps=torch.tensor([0, 10]), weights=torch.tensor([[0.5, 0.5], [0.6, 0.4]]),
+                         layers=[0, 1])
+    claim = findings.fusion_moves_shallow(hist)
+    data = plots.to_jsonable({"history": hist, "claims": [claim], 0.5: np.float32(2.0)})
+    assert data == {"history": hist.to_dict(), "claims": [claim.to_dict()], "0.5": 2.0}
+    json.dumps(data)
+
+
+def test_probe_scores_figure_draws_grouped_bars(tmp_path):
+    fig = plots.probe_scores_figure({"MAE": {"linear cls": 0.5, "kNN cls": 0.25},
+                                     "MFF-MAE": {"linear cls": 0.75, "kNN cls": 0.5}})
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == [50.0, 25.0, 75.0, 50.0]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["linear cls", "kNN cls"]

@@ -348,3 +348,10 @@ def export_timm(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
     ``timm.create_model("vit_base_patch16_224", num_classes=0).load_state_dict(sd)``."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()
             if k.startswith(TIMM_ENCODER_KEYS)}
+
+
+def load_models(paths: dict[str, str | os.PathLike], map_location: str | torch.device = "cpu"
+                ) -> dict[str, MaskedAutoencoder]:
+    """Several checkpoints by name, e.g. ``{"MAE": mae_path, "MFF-MAE": mff_path}`` ->
+    ``{name: model}``, each loaded by :func:`load_checkpoint` (eval mode), in the given order."""
+    return {name: load_checkpoint(path, map_location) for name, path in paths.items()}

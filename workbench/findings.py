@@ -48,7 +48,7 @@ def fusion_moves_shallow(history) -> Claim:
 def shallow_layers_more_high_frequency(name: str, response) -> Claim:
     """MFF finding 2 / Park & Kim: shallow layers carry more high frequency, i.e. the
     highest-frequency Δ log amplitude falls with depth (Spearman correlation < 0)."""
-    blocks = [i for i, n in enumerate(response.names) if n != "fused"]
+    blocks = response.block_rows
     hf = response.high_frequency[blocks]
     rho = _spearman(np.asarray(response.depth)[blocks], np.asarray(hf))
     return Claim("MFF §3 (Fig. 2)", f"{name}: shallow layers carry more high-frequency signal",
@@ -59,7 +59,7 @@ def shallow_layers_more_high_frequency(name: str, response) -> Claim:
 def mff_last_layer_less_high_frequency(mae, mff) -> Claim:
     """MFF finding 2: MFF's last layer has less high frequency than MAE's."""
     def last_hf(r):
-        return float(r.high_frequency[max(i for i, n in enumerate(r.names) if n != "fused")])
+        return float(r.high_frequency[r.last_block_row])
     a, b = last_hf(mae), last_hf(mff)
     return Claim("MFF §4.3 (Fig. 5)", "MFF's last layer carries less high frequency than MAE's",
                  f"Δ log amplitude at the highest frequency, last block: MAE {a:+.3f}, MFF {b:+.3f}",

@@ -14,12 +14,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-COLUMNS = (("original", "original"), ("masked", "masked"), ("reconstruction", "reconstruction"),
-           ("pasted", "reconstruction + visible"))
+from .pictures import COLUMNS, image_hwc
 
 
-def to_numpy(x: Any) -> Any:
-    """Tensors / arrays / nested containers -> JSON-ready Python values."""
+def to_jsonable(x: Any) -> Any:
+    """Tensors / arrays / nested containers / results with a ``to_dict()`` -> JSON-ready Python
+    values (lists, dicts with string keys, numbers, strings)."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().tolist()
     if isinstance(x, np.ndarray):
@@ -27,9 +27,11 @@ def to_numpy(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, Mapping):
-        return {str(k): to_numpy(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [to_numpy(v) for v in x]
+        return [to_jsonable(v) for v in x]
+    if callable(getattr(x, "to_dict", None)):  # probe results, claims
+        return to_jsonable(x.to_dict())
     return x
 
 
@@ -54,21 +56,17 @@ def save_figure(fig: Any, out_dir: str | os.PathLike, name: str, data: Any = Non
 
 
 def save_json(out_dir: str | os.PathLike, name: str, data: Any) -> Path:
-    """Write the numbers behind a figure (tensors become lists) to ``out_dir/name.json``."""
+    """Write the numbers behind a figure (:func:`to_jsonable`) to ``out_dir/name.json``."""
     path = Path(out_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_numpy(data), indent=1))
+    path.write_text(json.dumps(to_jsonable(data), indent=1))
     return path
 
 
-def image_hwc(img: torch.Tensor) -> np.ndarray:
-    """[3, H, W] display-space tensor in [0, 1] -> [H, W, 3] numpy array."""
-    return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-
-
-def reconstruction_grid(results: Mapping[str, Any], indices: Sequence[int] | None = None,
-                        title: str | None = None):
-    """Rows: images (and models); columns: original / masked / reconstruction / pasted.
+def reconstruction_figure(results: Mapping[str, Any], indices: Sequence[int] | None = None,
+                          title: str | None = None):
+    """A matplotlib figure. Rows: images (and models); columns: original / masked /
+    reconstruction / pasted (``workbench.pictures.compose_rows`` draws the same as pixels).
 
     ``results`` maps a model name (e.g. "MAE", "MFF-MAE") to a ``probes.reconstruct`` result.
     """
@@ -151,12 +149,12 @@ def frequency_figure(responses: Mapping[str, Any], title: str | None = None):
     for ax, name in zip(axes, names):
         r = responses[name]
         freqs = np.asarray(r.freqs)
-        blocks = [i for i, n in enumerate(r.names) if n != "fused"]
+        blocks = r.block_rows
         colors = _layer_colors(len(blocks))
         for c, i in zip(colors, blocks):
             ax.plot(freqs, np.asarray(r.curves[i]), color=c, lw=1.2)
-        if "fused" in r.names:
-            ax.plot(freqs, np.asarray(r.curves[r.names.index("fused")]), "k--", lw=1.2,
+        if r.fused_row is not None:
+            ax.plot(freqs, np.asarray(r.curves[r.fused_row]), "k--", lw=1.2,
                     label="fused (decoder input)")
             ax.legend(fontsize=7)
         ax.set_xlabel("frequency (×π)"), ax.set_ylabel("Δ log amplitude")
@@ -164,11 +162,11 @@ def frequency_figure(responses: Mapping[str, Any], title: str | None = None):
     ax = axes[-1]
     for k, name in enumerate(names):
         r = responses[name]
-        blocks = [i for i, n in enumerate(r.names) if n != "fused"]
+        blocks = r.block_rows
         hf = np.asarray(r.high_frequency)
         ax.plot(np.asarray(r.depth)[blocks], hf[blocks], marker=markers[k % 4], label=name)
-        if "fused" in r.names:
-            ax.plot([1.0], [hf[r.names.index("fused")]], marker="*", ms=12, ls="",
+        if r.fused_row is not None:
+            ax.plot([1.0], [hf[r.fused_row]], marker="*", ms=12, ls="",
                     color=ax.lines[-1].get_color(), label=f"{name} fused")
     ax.set_xlabel("normalised depth"), ax.set_ylabel(f"Δ log amplitude at {float(r.freqs[-1]):.2f}π")
     ax.set_title("high-frequency amplitude by depth", fontsize=9)
@@ -183,7 +181,7 @@ def last_layer_spectrum_figure(responses: Mapping[str, Any]):
     """The last block's Δ log amplitude, one curve per model (MFF: less high frequency)."""
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     for name, r in responses.items():
-        last = max(i for i, n in enumerate(r.names) if n != "fused")
+        last = r.last_block_row
         ax.plot(np.asarray(r.freqs), np.asarray(r.curves[last]), marker=".", label=f"{name} ({r.names[last]})")
     ax.set_xlabel("frequency (×π)"), ax.set_ylabel("Δ log amplitude"), ax.legend(fontsize=8)
     ax.set_title("last encoder layer", fontsize=10)
@@ -207,6 +205,21 @@ def hessian_figure(spectra: Mapping[str, Any], bins: int = 40):
     ax.set_ylabel("density"), ax.legend(fontsize=8)
     ax.set_title("Hessian max-eigenvalue spectrum", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- frozen features
+def probe_scores_figure(scores: Mapping[str, Mapping[str, float]]):
+    """Grouped bars: accuracy (%) of each probe (x) for each model (colour). ``scores`` maps a
+    model name to {probe name: accuracy in [0, 1]} (``probes.probe_scores``), every model with
+    the same probes."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    kinds = list(next(iter(scores.values())))
+    for j, (name, s) in enumerate(scores.items()):
+        ax.bar([i + 0.4 * j for i in range(len(kinds))], [100 * s[k] for k in kinds], width=0.4,
+               label=name)
+    ax.set_xticks([i + 0.2 for i in range(len(kinds))], kinds)
+    ax.set_ylabel("accuracy (%)"), ax.legend()
     return fig
 
 

@@ -60,6 +60,8 @@ class SupervisedFusionResult:
 class FusionClassifier(nn.Module):
     """MFF's encoder and fusion, with a linear head on the normed, mean-pooled fused tokens."""
 
+    has_fusion = True
+
     def __init__(self, cfg: ModelConfig, num_classes: int):
         super().__init__()
         # decoder_depth 0 would not build; one tiny block is cheap and never called

@@ -5,42 +5,19 @@ and notebooks can check what a control change did without a browser.
 """
 from __future__ import annotations
 
-import io
+import statistics
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import ipywidgets as W
-import numpy as np
 import torch
-from PIL import Image
 
 from .config import MASK_STRATEGIES
-from .plots import COLUMNS, image_hwc
+from .pictures import COLUMNS, compose_rows, png_bytes
 from .probes import reconstruct
 
 
 HEADER_PX = 36  # the column labels of ReconstructionExplorer: two lines of 16 px
-
-
-def compose_rows(results: Mapping[str, object], index: int = 0, scale: int = 4,
-                 pad: int = 2) -> np.ndarray:
-    """One uint8 picture: a row per model, columns original / masked / reconstruction / pasted."""
-    rows = []
-    for res in results.values():
-        panels = [image_hwc(getattr(res, field)[index]) for field, _ in COLUMNS]
-        panels = [np.kron(p, np.ones((scale, scale, 1))) for p in panels]  # nearest upscaling
-        h = panels[0].shape[0]
-        gap = np.ones((h, pad * scale, 3))
-        row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
-        rows.append(row)
-        rows.append(np.ones((pad * scale, row.shape[1], 3)))
-    return (np.concatenate(rows[:-1], axis=0) * 255).round().astype(np.uint8)
-
-
-def png_bytes(picture: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(picture).save(buf, format="png", compress_level=1)
-    return buf.getvalue()
 
 
 class ReconstructionExplorer:
@@ -99,6 +76,28 @@ class ReconstructionExplorer:
         losses = ", ".join(f"{n} loss {float(r.loss):.3f}" for n, r in self.results.items())
         self.status.value = (f"{self.masked_count}/{first.mask.shape[1]} patches masked · "
                              f"{losses} · {self.last_ms:.0f} ms")
+
+    def latency(self, ratios: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+                repeats: int = 4) -> dict:
+        """Time the update behind a slider move: set the mask-ratio slider to each of ``ratios``,
+        ``repeats`` times over, and read each update's ``last_ms``. Returns {"median_ms",
+        "max_ms", "updates"}. The slider (and the picture) end where they were before."""
+        if not ratios or repeats < 1:
+            raise ValueError("need at least one ratio and one repeat")
+        before = self.ratio.value
+        times = []
+        try:
+            for ratio in list(ratios) * repeats:
+                if self.ratio.value == ratio:
+                    self.update()  # no change, no observer call: run the update itself
+                else:
+                    self.ratio.value = ratio
+                times.append(self.last_ms)
+        finally:
+            if self.ratio.value != before:
+                self.ratio.value = before
+        return {"median_ms": statistics.median(times), "max_ms": max(times),
+                "updates": len(times)}
 
     def _ipython_display_(self):  # display(explorer) shows the app
         from IPython.display import display

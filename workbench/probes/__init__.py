@@ -2,28 +2,28 @@
 dicts), never a figure; ``workbench.plots`` draws them.
 
 * :func:`reconstruct` -- masked / reconstructed / pasted images (MAE Figs. 2-4)
-* :func:`fusion_history`, :func:`fusion_weights` -- MFF's fusion weights over training / now
+* :func:`fusion_history`, :func:`fusion_state` -- MFF's fusion weights over training / now
 * :func:`delta_log_amplitude`, :func:`frequency_response` -- Park & Kim's Fourier analysis
 * :func:`top_hessian_eigenvalues`, :func:`hessian_spectrum`, :func:`spectrum_summary` --
   Hessian max-eigenvalue spectrum
-* :func:`linear_probe`, :func:`knn_probe` -- frozen-feature accuracy
+* :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores` -- frozen-feature accuracy
 """
 from __future__ import annotations
 
 from .fourier import (FrequencyResponse, delta_log_amplitude, diagonal_frequencies,
                       frequency_response, token_grid)
-from .fusion import FusionHistory, NoFusionError, fusion_history, fusion_weights
+from .fusion import FusionHistory, FusionState, NoFusionError, fusion_history, fusion_state
 from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectrum_summary,
                       top_hessian_eigenvalues)
-from .linear import extract_features, knn_probe, linear_probe
+from .linear import extract_features, knn_probe, linear_probe, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
-    "fusion_history", "fusion_weights", "FusionHistory", "NoFusionError",
+    "fusion_history", "fusion_state", "FusionHistory", "FusionState", "NoFusionError",
     "delta_log_amplitude", "frequency_response", "FrequencyResponse", "diagonal_frequencies",
     "token_grid",
     "top_hessian_eigenvalues", "hessian_spectrum", "spectrum_summary", "HessianResult",
     "select_parameters",
-    "linear_probe", "knn_probe", "extract_features",
+    "linear_probe", "knn_probe", "probe_scores", "extract_features",
 ]

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import eval_mode
+
 CONVENTIONS = ("park-kim", "nyquist")
 EPS = 1e-6  # Park & Kim's epsilon inside the log
 
@@ -91,6 +93,33 @@ class FrequencyResponse:
         """[L] the value at the highest frequency read (the last point, ``freqs[-1]``·π)."""
         return self.curves[:, -1]
 
+    @property
+    def block_rows(self) -> list[int]:
+        """Indices of the encoder-block rows (every row but MFF's ``"fused"``), shallow first."""
+        return [i for i, n in enumerate(self.names) if n != "fused"]
+
+    @property
+    def last_block_row(self) -> int:
+        """Index of the deepest encoder-block row (the last one that is not the fused tensor)."""
+        return self.block_rows[-1]
+
+    @property
+    def fused_row(self) -> int | None:
+        """Index of MFF's ``"fused"`` row, or None for a model without fusion."""
+        return self.names.index("fused") if "fused" in self.names else None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: {"freqs_pi": [F], "names": [L], "curves": [L][F], "depth": [L]}
+        (the fused row's depth is NaN, which ``json.dumps`` writes as ``NaN``)."""
+        return {"freqs_pi": self.freqs.tolist(), "names": list(self.names),
+                "curves": self.curves.tolist(), "depth": self.depth.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrequencyResponse":
+        return cls(curves=torch.tensor(d["curves"], dtype=torch.float64),
+                   freqs=torch.tensor(d["freqs_pi"], dtype=torch.float64),
+                   names=list(d["names"]), depth=torch.tensor(d["depth"], dtype=torch.float64))
+
 
 def _sublayer_features(model, imgs: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
     """Residual stream after every attention and every MLP sub-block (Park & Kim's points):
@@ -132,11 +161,9 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
     """
     if imgs.ndim != 4 or imgs.shape[0] == 0:
         raise ValueError(f"expected images [B, C, H, W] with B >= 1, got {list(imgs.shape)}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, names = None, None
-    try:
+    with eval_mode(model):
         for start in range(0, imgs.shape[0], batch_size):
             x = imgs[start:start + batch_size].to(device)
             if sublayers:
@@ -144,15 +171,13 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
             else:
                 feats = model.layer_features(x, mask_ratio=0.0)
                 names = [f"block {i}" for i in range(len(feats))]
-            if hasattr(model, "fusion"):
+            if model.has_fusion:
                 fused = model.fusion(model.layer_features(x, mask_ratio=0.0) if sublayers
                                      else feats)
                 feats, names = feats + [fused], names + ["fused"]
             # sum of log amplitudes over images and channels, per layer: [L, h, h]
             spec = torch.stack([mean_log_amplitude(token_grid(f), eps) * f.shape[0] for f in feats])
             total = spec if total is None else total + spec
-    finally:
-        model.train(was_training)
     mean = total / imgs.shape[0]
     curves = torch.stack([half_diagonal(s, convention) for s in mean])
     curves = curves - curves[:, :1]

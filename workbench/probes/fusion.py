@@ -22,6 +22,17 @@ class FusionHistory:
     weights: torch.Tensor  # [T, L] float64 normalised fusion weights (each row sums to 1)
     layers: list[int]  # [L] encoder block index of each fused layer (0-based)
 
+    def to_dict(self) -> dict:
+        """JSON-ready: {"steps": [T], "weights": [T][L], "layers": [L]}."""
+        return {"steps": self.steps.tolist(), "weights": self.weights.tolist(),
+                "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FusionHistory":
+        return cls(steps=torch.tensor(d["steps"], dtype=torch.int64),
+                   weights=torch.tensor(d["weights"], dtype=torch.float64),
+                   layers=[int(i) for i in d["layers"]])
+
 
 def _layers_from_config(files: RunFiles) -> list[int] | None:
     model = (files.read_config() or {}).get("model", {})
@@ -82,10 +93,22 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
                          weights=torch.tensor(rows, dtype=torch.float64), layers=layers)
 
 
-def fusion_weights(model) -> tuple[list[int], torch.Tensor]:
-    """(fused layer indices [L], normalised weights [L] float32 summing to 1) of an MFF model."""
-    if not hasattr(model, "fusion_weights"):
+@dataclass
+class FusionState:
+    """An MFF model's fusion now (not over training: that is :class:`FusionHistory`)."""
+    layers: list[int]  # [L] encoder block index of each fused layer (0-based)
+    weights: torch.Tensor  # [L] float32 normalised fusion weights, summing to 1
+
+    def to_dict(self) -> dict:
+        return {"layers": list(self.layers), "weights": self.weights.tolist()}
+
+
+def fusion_state(model) -> FusionState:
+    """The fused layer indices and normalised weights of an MFF model (``model.has_fusion``);
+    raises :class:`NoFusionError` for a plain MAE."""
+    if not getattr(model, "has_fusion", False):
         kind = getattr(getattr(model, "cfg", None), "kind", type(model).__name__)
         raise NoFusionError(f"a {kind!r} model has no fusion weights: only MFF-MAE models fuse "
                             f"layers")
-    return list(model.fused_layers), model.fusion_weights().detach().cpu()
+    return FusionState(layers=list(model.fused_layers),
+                       weights=model.fusion_weights().detach().cpu())

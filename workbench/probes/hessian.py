@@ -41,6 +41,7 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import check_mask_ratio, check_mask_strategy
+from ..models import eval_mode
 
 BACKENDS = ("lanczos", "pyhessian")
 # Below this many parameters the Hessian is built densely (one HVP per column) and diagonalised:
@@ -56,6 +57,15 @@ class HessianResult:
     backend: str
     num_params: int  # dimension of the Hessian (parameters that get a gradient count; see below)
     eigenvectors: torch.Tensor | None = None  # [k, n] unit vectors, same order (lanczos only)
+
+    def to_dict(self, eigenvectors: bool = False) -> dict:
+        """JSON-ready values; the eigenvectors ([k, n], as large as the model) only on request."""
+        d = {"eigenvalues": self.eigenvalues.tolist(), "num_hvps": int(self.num_hvps),
+             "seconds": float(self.seconds), "backend": self.backend,
+             "num_params": int(self.num_params)}
+        if eigenvectors:
+            d["eigenvectors"] = None if self.eigenvectors is None else self.eigenvectors.tolist()
+        return d
 
 
 def math_attention() -> contextlib.AbstractContextManager:
@@ -457,10 +467,8 @@ def hessian_spectrum(model: nn.Module, batches, k: int = 5, params: str | Sequen
         work = copy.deepcopy(model).to(dtype)
     chosen = select_parameters(work, params)
     device = next(work.parameters()).device
-    was_training = work.training
-    work.eval()
     rows, prev = [], None
-    try:
+    with eval_mode(work):
         total = len(batches) if hasattr(batches, "__len__") else None
         for i, batch in enumerate(tqdm(batches, total=total, desc="Hessian spectrum",
                                        disable=not progress)):
@@ -476,8 +484,6 @@ def hessian_spectrum(model: nn.Module, batches, k: int = 5, params: str | Sequen
             rows.append(res.eigenvalues)
             prev = res.eigenvectors
             del res
-    finally:
-        work.train(was_training)
     if not rows:
         raise ValueError("no batches given")
     return torch.stack(rows)

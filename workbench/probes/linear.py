@@ -11,6 +11,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..models import eval_mode
+
 POOLS = ("cls", "mean")
 
 
@@ -28,11 +30,9 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
     """Frozen features -> (X [n, D] float32, y [n]); eval mode, no grad (mode restored)."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     xs, ys = [], []
-    try:
+    with eval_mode(model):
         for imgs, labels in _batches(data):
             labels = torch.as_tensor(labels)
             if labels.shape[0] != imgs.shape[0]:
@@ -42,8 +42,6 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
                 feat = tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)  # [b, D]
                 xs.append(feat.float().cpu().numpy())
             ys.append(labels.cpu().numpy())
-    finally:
-        model.train(was_training)
     if not xs:
         raise ValueError("no images given")
     return np.concatenate(xs), np.concatenate(ys)
@@ -81,3 +79,12 @@ def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: in
                                algorithm="brute")
     knn.fit(xtr, ytr)
     return float(knn.score(xte, yte))
+
+
+def probe_scores(model, train, test, seed: int = 0) -> dict[str, float]:
+    """The frozen-feature comparison of the linear-probe notebook: accuracy in [0, 1] of a linear
+    probe on the cls token (``"linear cls"``) and on mean-pooled patch tokens (``"linear
+    mean"``), and of a kNN vote on the cls token (``"kNN cls"``)."""
+    return {"linear cls": linear_probe(model, train, test, pool="cls", seed=seed),
+            "linear mean": linear_probe(model, train, test, pool="mean", seed=seed),
+            "kNN cls": knn_probe(model, train, test, pool="cls")}

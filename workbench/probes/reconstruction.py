@@ -8,6 +8,7 @@ import torch
 
 from ..config import check_mask_ratio, check_mask_strategy
 from ..data import IMAGENET_MEAN, IMAGENET_STD, unnormalize  # noqa: F401 - re-exported
+from ..models import eval_mode
 
 
 @dataclass
@@ -60,14 +61,10 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
     strategy = check_mask_strategy(mask_strategy)
     if not 0.0 <= fill <= 1.0:
         raise ValueError(f"fill must be a grey level in [0, 1], got {fill}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         param = next(model.parameters())
         imgs = imgs.to(param.device, param.dtype)
         out = model(imgs, mask_ratio=ratio, mask_strategy=strategy, seed=seed)
-    finally:
-        model.train(was_training)
     recon = model.unpatchify(unnormalize_patches(model, out.pred, imgs).to(imgs.dtype))
     p = model.cfg.patch_size
     g = model.cfg.grid_size

@@ -2,10 +2,10 @@
 snapshots."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..models import MaskedAutoencoder, eval_mode
+from ..pictures import compose_rows
 from ..probes.reconstruction import reconstruct
 
 
@@ -28,18 +28,19 @@ def finite_weights(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+SNAPSHOT_COLUMNS = ("original", "masked", "pasted")
+
+
 @torch.no_grad()
 def snapshot_picture(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int = 0,
                      scale: int = 4):
     """A PIL image, one row per image: original | masked (black) | reconstruction with the
     visible patches pasted back, at the model's own mask ratio and strategy (the reconstruction
-    is :func:`workbench.probes.reconstruct`'s)."""
+    is :func:`workbench.probes.reconstruct`'s, the picture :func:`workbench.pictures.compose_rows`'s,
+    without gaps)."""
     from PIL import Image
 
     r = reconstruct(model, imgs, mask_ratio=model.cfg.mask_ratio,
                     mask_strategy=model.cfg.mask_strategy, seed=seed, fill=0.0)
-    rows = [torch.cat([a, m, c], dim=2) for a, m, c in zip(r.original, r.masked, r.pasted)]
-    grid = torch.cat(rows, dim=1).float().cpu()  # [3, B*S, 3S], each [3, S, 3S]
-    arr = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    img = Image.fromarray(arr)
-    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    return Image.fromarray(compose_rows(r, range(imgs.shape[0]), scale=scale, pad=0,
+                                        columns=SNAPSHOT_COLUMNS))

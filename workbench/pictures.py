@@ -1,0 +1,73 @@
+"""Pictures of reconstructions as plain pixel arrays (no matplotlib, no ipywidgets): the one
+renderer behind the reconstruction explorer's image and the training snapshots.
+
+A picture is a uint8 [H, W, 3] array made of panels (one per column: original, masked,
+reconstruction, pasted -- the fields of :class:`workbench.probes.Reconstruction`), one row per
+(image, model), upscaled by an integer factor (nearest) and separated by white gaps.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+# (field of a probes.Reconstruction, column label), in the order of MAE's Figures 2-4
+COLUMNS = (("original", "original"), ("masked", "masked"), ("reconstruction", "reconstruction"),
+           ("pasted", "reconstruction + visible"))
+FIELDS = tuple(field for field, _ in COLUMNS)
+
+
+def image_hwc(img: torch.Tensor) -> np.ndarray:
+    """[3, H, W] display-space tensor in [0, 1] -> [H, W, 3] float32 numpy array, clamped."""
+    return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _to_uint8(panel: np.ndarray) -> np.ndarray:
+    return (panel.astype(np.float64) * 255).round().astype(np.uint8)
+
+
+def compose_rows(results: Mapping[str, Any] | Any, index: int | Iterable[int] = 0,
+                 scale: int = 4, pad: int = 2, columns: Sequence[str] = FIELDS) -> np.ndarray:
+    """One uint8 picture [H, W, 3] of reconstructions.
+
+    ``results``: a model name -> ``probes.reconstruct`` result mapping (or one result). Rows go
+    image by image (``index``: one index or several), and within an image model by model;
+    ``columns`` are result fields (default original / masked / reconstruction / pasted). Each
+    panel is upscaled ``scale`` times (nearest); panels and rows are separated by white gaps of
+    ``pad * scale`` pixels (``pad=0``: none).
+
+    The explorer shows ``compose_rows(results, 0, scale)``; a training snapshot of several images
+    of one model is ``compose_rows(r, range(n), scale, pad=0,
+    columns=("original", "masked", "pasted"))``.
+    """
+    if not isinstance(results, Mapping):
+        results = {"": results}
+    indices = [index] if isinstance(index, (int, np.integer)) else list(index)
+    if not results or not indices or not columns:
+        raise ValueError("nothing to draw: need at least one result, one image and one column")
+    gap = pad * scale
+    rows = []
+    for i in indices:
+        for res in results.values():
+            panels = [_to_uint8(image_hwc(getattr(res, field)[i])) for field in columns]
+            panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]  # nearest
+            h = panels[0].shape[0]
+            parts = []
+            for p in panels:
+                parts += [p, np.full((h, gap, 3), 255, np.uint8)]
+            rows.append(np.concatenate(parts[:-1], axis=1))
+    parts = []
+    for row in rows:
+        parts += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
+    return np.concatenate(parts[:-1], axis=0)
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """A uint8 [H, W, 3] picture as PNG bytes (fast compression: the explorer redraws often)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="png", compress_level=1)
+    return buf.getvalue()
