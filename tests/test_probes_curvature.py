@@ -297,6 +297,12 @@ def test_compare_landscapes_shares_draws_and_masks():
     unit = [d[name] / d[name].norm(dim=1, keepdim=True) for d in (da, db)]
     assert torch.allclose(unit[0], unit[1], atol=1e-6) and not torch.equal(da[name], db[name])
     assert set(db) - set(da)  # MFF's own parameters (fusion) get directions too
+    # draws follow names, not positions: an extra parameter in front changes nothing
+    one = nn.ModuleDict({"b": nn.Linear(3, 4)})
+    two = nn.ModuleDict({"a": nn.Linear(5, 6), "b": nn.Linear(3, 4)})
+    two["b"].load_state_dict(one["b"].state_dict())
+    d1, d2 = filter_normalized_direction(one, 7), filter_normalized_direction(two, 7)
+    assert torch.equal(d1["b.weight"], d2["b.weight"])
 
 
 # ------------------------------------------------------------------------------ plots
