@@ -303,6 +303,12 @@ def test_compare_landscapes_shares_draws_and_masks():
     two["b"].load_state_dict(one["b"].state_dict())
     d1, d2 = filter_normalized_direction(one, 7), filter_normalized_direction(two, 7)
     assert torch.equal(d1["b.weight"], d2["b.weight"])
+    # ... and are independent across parameters and across the two directions of one seed
+    twins = nn.ModuleDict({"a": nn.Linear(3, 4), "b": nn.Linear(3, 4)})
+    twins["b"].load_state_dict(twins["a"].state_dict())
+    first, second = (filter_normalized_direction(twins, 7, index=k) for k in (0, 1))
+    assert not torch.allclose(first["a.weight"], first["b.weight"])
+    assert not torch.allclose(first["a.weight"], second["a.weight"])
 
 
 # ------------------------------------------------------------------------------ plots
