@@ -13,8 +13,9 @@ import torch.nn as nn
 matplotlib.use("Agg")
 
 from workbench import build_model, plots_curvature  # noqa: E402
-from workbench.probes.curvature import (hessian_density, hessian_trace,  # noqa: E402
-                                        lanczos_tridiagonal, mae_loss_fn, smooth_spectrum)
+from workbench.probes.curvature import (compare_curvature, hessian_density,  # noqa: E402
+                                        hessian_trace, lanczos_tridiagonal, mae_loss_fn,
+                                        smooth_spectrum)
 from workbench.probes.hessian import math_attention  # noqa: E402
 from workbench.probes.landscape import (compare_landscapes, filter_normalize,  # noqa: E402
                                         filter_normalized_direction, loss_landscape)
@@ -205,6 +206,22 @@ def test_bad_inputs():
         loss_landscape(net, lambda: net.weight.sum(), span=0.0)
     with pytest.raises(ValueError, match="no models"):
         compare_landscapes({}, torch.zeros(1, 3, 16, 16))
+
+
+def test_compare_curvature_uses_the_same_batches_masks_and_probes():
+    torch.manual_seed(0)
+    mae = build_model("mae", "tiny", **TINY)
+    twin = build_model("mae", "tiny", **TINY)
+    twin.load_state_dict(mae.state_dict())
+    imgs = torch.randn(2, 3, 16, 16)
+    res = compare_curvature({"a": mae, "b": twin}, [imgs], params="decoder", seed=3,
+                            trace={"num_samples": 4}, density={"num_probes": 1,
+                                                                "lanczos_steps": 6})
+    assert np.array_equal(res["a"]["trace"].samples, res["b"]["trace"].samples)
+    assert np.array_equal(res["a"]["density"].nodes, res["b"]["density"].nodes)
+    assert res["a"]["trace"].num_hvps == 4 and res["a"]["density"].num_hvps == 6
+    assert mae.training and twin.training
+    assert res["a"]["trace"].to_dict()["ci"] == list(res["a"]["trace"].ci)
 
 
 # ------------------------------------------------------------------------------ landscape

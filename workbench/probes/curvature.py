@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -270,3 +270,36 @@ def hessian_density(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.
     density = smooth_spectrum(x, nodes, sigma, weights / num_probes)
     return SpectralDensity(x, density, nodes, weights, float(sigma), lo, hi, op.count, n,
                            time.perf_counter() - begin)
+
+
+# ------------------------------------------------------------------------------ models
+def compare_curvature(models: Mapping[str, nn.Module], batches, params: str | Sequence = "all",
+                      seed: int = 0, trace: dict | None = None,
+                      density: dict | None = None) -> dict[str, dict]:
+    """Trace and density of several models (e.g. ``{"MAE": mae, "MFF-MAE": mff}``) on the same
+    batches, masks (batch ``i`` masked with seed ``seed + i``) and probe seed ->
+    ``{name: {"trace": TraceEstimate, "density": SpectralDensity}}``.
+
+    ``params`` picks the parameters (``select_parameters``: ``"all"``, ``"encoder"``,
+    ``"decoder"`` or name prefixes); ``trace`` / ``density`` are keyword arguments for
+    :func:`hessian_trace` / :func:`hessian_density` (e.g. ``{"num_samples": 50}``). Each
+    model builds its loss graph twice (once per probe). Models run in eval mode (their modes
+    are restored).
+    """
+    from .hessian import select_parameters
+
+    if not models:
+        raise ValueError("no models given")
+    out = {}
+    for name, model in models.items():
+        was_training = model.training
+        model.eval()
+        try:
+            loss_fn = mae_loss_fn(model, batches, seed)
+            chosen = select_parameters(model, params)
+            out[name] = {"trace": hessian_trace(loss_fn, chosen, seed=seed, **(trace or {})),
+                         "density": hessian_density(loss_fn, chosen, seed=seed,
+                                                    **(density or {}))}
+        finally:
+            model.train(was_training)
+    return out
