@@ -64,6 +64,7 @@ def filter_normalize(direction: torch.Tensor, weight: torch.Tensor,
     if direction.shape != weight.shape:
         raise ValueError(f"direction {tuple(direction.shape)} and weight "
                          f"{tuple(weight.shape)} differ in shape")
+    direction = direction.to(weight.device)
     w = weight.detach().to(direction.dtype)
     if w.dim() <= 1:
         return torch.zeros_like(direction) if ignore == "biasbn" else w.clone()
