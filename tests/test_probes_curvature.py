@@ -346,6 +346,8 @@ def test_plots_draw_the_probe_numbers():
     assert np.allclose(bars[1].lines[0].get_ydata(), [t.estimate for t in traces["B"]])
     segs = bars[1].lines[2][0].get_segments()  # the vertical error bars: CI low .. high
     assert np.allclose([(s[0][1], s[1][1]) for s in segs], [t.ci for t in traces["B"]])
+    fig = plots_curvature.trace_figure({"A": traces["A"], "B": traces["B"][0]})
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["A", "B"]
     net = QuadraticNet()
     one = {"A": loss_landscape(net, net.loss, steps=5)}
     fig = plots_curvature.landscape_figure(one)

@@ -41,21 +41,26 @@ def density_figure(densities: Mapping[str, Any], floor: float = 1e-6,
 def trace_figure(traces: Mapping[str, Any], title: str = "Hessian trace (Hutchinson)"):
     """Trace estimates with their confidence intervals as error bars: per model either one
     ``TraceEstimate`` (one point) or a sequence of them (e.g. one per minibatch: points along
-    x). Each model's points are offset slightly so the bars do not overlap."""
+    x, each model's points offset slightly so the bars do not overlap). With one estimate per
+    model the models are placed along x by name."""
     traces = _named(traces, "trace estimates")
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    width = 0.25 / max(1, len(traces))
+    single = all(not isinstance(e, Sequence) for e in traces.values())
+    width = 0.0 if single else 0.25 / len(traces)
     for i, (name, est) in enumerate(traces.items()):
-        items = list(est) if isinstance(est, Sequence) else [est]
+        items = [est] if not isinstance(est, Sequence) else list(est)
         y = np.array([e.estimate for e in items])  # [k]
         low = np.array([e.ci[0] for e in items])
         high = np.array([e.ci[1] for e in items])
-        x = np.arange(len(items)) + (i - (len(traces) - 1) / 2) * width
-        level = items[0].ci_level
+        x = np.full(1, float(i)) if single else \
+            np.arange(len(items)) + (i - (len(traces) - 1) / 2) * width
         ax.errorbar(x, y, yerr=np.stack([y - low, high - y]), fmt="o", capsize=3,
-                    label=f"{name} ({level:.0%} CI)")
-    ax.set_xlabel("minibatch"), ax.set_ylabel("tr H")
-    ax.legend(fontsize=8), ax.set_title(title, fontsize=10)
+                    label=f"{name} ({items[0].ci_level:.0%} CI)")
+    if single:  # one estimate per model: the models along x
+        ax.set_xticks(range(len(traces)), list(traces)), ax.set_xlim(-0.5, len(traces) - 0.5)
+    else:
+        ax.set_xlabel("minibatch")
+    ax.set_ylabel("tr H"), ax.legend(fontsize=8), ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -77,7 +82,8 @@ def landscape_figure(landscapes: Mapping[str, Any], levels: int = 20,
         fig.tight_layout()
         return fig
     k = len(landscapes)
-    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(4.2 * k + 1.0, 3.8), squeeze=False,
+                             layout="constrained")
     lo = min(float(np.min(ls.losses)) for ls in landscapes.values())
     hi = max(float(np.max(ls.losses)) for ls in landscapes.values())
     ticks = np.linspace(lo, hi if hi > lo else lo + 1.0, levels)
