@@ -13,7 +13,8 @@ import torch.nn as nn
 
 matplotlib.use("Agg")
 
-from workbench import build_model, plots_curvature  # noqa: E402
+from workbench import build_model  # noqa: E402
+from workbench.plots import curvature as plots_curvature  # noqa: E402
 from workbench.probes.curvature import (compare_curvature, hessian_density,  # noqa: E402
                                         hessian_trace, lanczos_tridiagonal, mae_loss_fn,
                                         smooth_spectrum)

@@ -6,15 +6,23 @@ dicts), never a figure; ``workbench.plots`` draws them.
 * :func:`delta_log_amplitude`, :func:`frequency_response` -- Park & Kim's Fourier analysis
 * :func:`top_hessian_eigenvalues`, :func:`hessian_spectrum`, :func:`spectrum_summary` --
   Hessian max-eigenvalue spectrum
+* :func:`hessian_trace`, :func:`hessian_density` -- Hutchinson trace (with its interval) and the
+  eigenvalue density by stochastic Lanczos quadrature; :func:`compare_curvature` for several
+  models on the same batches and masks
+* :func:`loss_landscape`, :func:`compare_landscapes` -- filter-normalised 1-D / 2-D loss slices
 * :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores` -- frozen-feature accuracy
 """
 from __future__ import annotations
 
+from .curvature import (SpectralDensity, TraceEstimate, compare_curvature, hessian_density,
+                        hessian_trace, mae_loss_fn, smooth_spectrum)
 from .fourier import (FrequencyResponse, delta_log_amplitude, diagonal_frequencies,
                       frequency_response, token_grid)
 from .fusion import FusionHistory, FusionState, NoFusionError, fusion_history, fusion_state
 from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectrum_summary,
                       top_hessian_eigenvalues)
+from .landscape import (LossLandscape, compare_landscapes, filter_normalized_direction,
+                        loss_landscape)
 from .linear import extract_features, knn_probe, linear_probe, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 
@@ -25,5 +33,8 @@ __all__ = [
     "token_grid",
     "top_hessian_eigenvalues", "hessian_spectrum", "spectrum_summary", "HessianResult",
     "select_parameters",
+    "hessian_trace", "TraceEstimate", "hessian_density", "SpectralDensity", "smooth_spectrum",
+    "compare_curvature", "mae_loss_fn",
+    "loss_landscape", "LossLandscape", "compare_landscapes", "filter_normalized_direction",
     "linear_probe", "knn_probe", "probe_scores", "extract_features",
 ]

@@ -22,7 +22,7 @@ differentiate; :func:`mae_loss_fn` builds the MAE / MFF-MAE reconstruction loss 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -31,38 +31,8 @@ import scipy.stats
 import torch
 import torch.nn as nn
 
-from .hessian import HVPOperator
-
-
-def plain(x):
-    """Arrays / tensors / numpy scalars / containers -> JSON-ready Python values."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    return x
-
-
-class _ToDict:
-    def to_dict(self) -> dict:
-        """The fields as plain Python values (lists, floats), ready for JSON."""
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
-
-
-def _check_params(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    params = list(params)
-    if not params:
-        raise ValueError("no parameters given: the Hessian would be empty")
-    bad = [i for i, p in enumerate(params) if not p.requires_grad]
-    if bad:
-        raise ValueError(f"parameters {bad} do not require grad; pass only trainable tensors")
-    return params
+from ..results import AsDict
+from .hessian import HVPOperator, _as_param_list
 
 
 def _positive_int(name: str, value) -> int:
@@ -95,7 +65,7 @@ def mae_loss_fn(model: nn.Module, batches, seed: int = 0, mask_ratio: float | No
 
 # ------------------------------------------------------------------------------ trace
 @dataclass
-class TraceEstimate(_ToDict):
+class TraceEstimate(AsDict):
     estimate: float  # mean of the per-probe values zᵀHz
     ci: tuple[float, float]  # t interval at ``ci_level`` ((-inf, inf) with one probe)
     ci_level: float
@@ -142,7 +112,7 @@ def hessian_trace(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.Te
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
     if rtol is not None and not rtol > 0:
         raise ValueError(f"rtol must be > 0 or None, got {rtol!r}")
-    params = _check_params(params)
+    params = _as_param_list(params)
     begin = time.perf_counter()
     op = HVPOperator(loss_fn, params)
     n, device, dtype = op.numel, params[0].device, params[0].dtype
@@ -163,7 +133,7 @@ def hessian_trace(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.Te
 
 # ------------------------------------------------------------------------------ density
 @dataclass
-class SpectralDensity(_ToDict):
+class SpectralDensity(AsDict):
     grid: np.ndarray  # [G] eigenvalue axis
     density: np.ndarray  # [G] smoothed density (integrates to ~1 over the default grid)
     nodes: np.ndarray  # [P, m] Ritz values per probe (padded with weight 0 on early stop)
@@ -243,7 +213,7 @@ def hessian_density(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.
     """
     num_probes = _positive_int("num_probes", num_probes)
     steps = _positive_int("lanczos_steps", lanczos_steps)
-    params = _check_params(params)
+    params = _as_param_list(params)
     begin = time.perf_counter()
     op = HVPOperator(loss_fn, params)
     n, device, dtype = op.numel, params[0].device, params[0].dtype

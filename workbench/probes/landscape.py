@@ -23,13 +23,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .curvature import _ToDict, _positive_int, mae_loss_fn
+from ..results import AsDict
+from .curvature import _positive_int, mae_loss_fn
 
 IGNORE = ("biasbn", None)
 
 
 @dataclass
-class LossLandscape(_ToDict):
+class LossLandscape(AsDict):
     alphas: np.ndarray  # [S] coefficients of direction 1
     betas: np.ndarray | None  # [S] coefficients of direction 2 (None for a 1-D slice)
     losses: np.ndarray  # [S] or [S, S] (losses[i, j] at alphas[i], betas[j])

@@ -1,4 +1,5 @@
-"""Paper-style figures (matplotlib) and interactive views (plotly) of probe results.
+"""Paper-style figures (matplotlib) and interactive views (plotly) of probe results
+(curvature figures: :mod:`.curvature`).
 
 Plots draw numbers the probes return; they compute nothing of their own. ``save_figure`` writes
 a figure as PNG + SVG (matplotlib) or HTML (plotly), with the numbers behind it as JSON.
@@ -14,25 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .pictures import COLUMNS, image_hwc
-
-
-def to_jsonable(x: Any) -> Any:
-    """Tensors / arrays / nested containers / results with a ``to_dict()`` -> JSON-ready Python
-    values (lists, dicts with string keys, numbers, strings)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Mapping):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if callable(getattr(x, "to_dict", None)):  # probe results, claims
-        return to_jsonable(x.to_dict())
-    return x
+from ..pictures import COLUMNS, image_hwc
+from ..results import to_jsonable
 
 
 def save_figure(fig: Any, out_dir: str | os.PathLike, name: str, data: Any = None) -> list[Path]:
@@ -240,3 +224,7 @@ def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequen
         axes[0, 1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- curvature
+from .curvature import density_figure, landscape_figure, trace_figure  # noqa: E402,F401
