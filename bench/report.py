@@ -76,6 +76,24 @@ def rows() -> list[tuple]:
                     f"pyhessian {sp['pyhessian_seconds_extrapolated']:.0f} s "
                     f"(extrapolated from {sp['extrapolated_from_batches']})",
                     f(sp["ratio"]) + "×", "–", "–", where(r)))
+    r = load("hessian_exact")
+    if r:
+        by = {(x["engine"], x["k"]): x for x in r["top_k"]}
+        for k in (3, 5):
+            o, p = by[("lanczos", k)], by[("pyhessian", k)]
+            out.append((f"Hessian top-{k}, clustered spectrum (1,792 params, exact Hessian), tol "
+                        f"{r['tol']:g}: seeds within tol, HVPs",
+                        f"{o['within_tol']}/{o['seeds']}, {o['mean_hvps']:.0f} HVPs, max err "
+                        f"{o['max_rel_err']:.0e}",
+                        f"pyhessian {p['within_tol']}/{p['seeds']}, {p['mean_hvps']:.0f} HVPs, max "
+                        f"err {p['max_rel_err']:.0e}", "–", "all within tol",
+                        met(o["within_tol"] == o["seeds"]), where(r)))
+        d = r["density"]
+        out.append(("Hessian density (SLQ) vs exact, same problem",
+                    f"{d['hvps']} HVPs, {d['seconds']:.1f} s; L1 {d['l1_density_distance']:.3f}, "
+                    f"W1 {d['wasserstein1']:.1e}",
+                    "pyhessian density(): " + ("runs" if d["pyhessian"]["runs"] else
+                                               "fails on current torch"), "–", "–", "–", where(r)))
     r = load("slider")
     if r:
         out.append(("mask-ratio slider update, tiny MAE + MFF-MAE, CPU (ms)",
