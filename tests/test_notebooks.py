@@ -51,6 +51,9 @@ TINY = {
     "fusion_weights.ipynb": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16},
     "frequency.ipynb": {"N_IMAGES": 8, "SUBLAYERS": True},
     "hessian.ipynb": {"N_BATCHES": 2, "BATCH_SIZE": 4, "TOP_K": 2, "PARAMS": "encoder"},
+    "curvature.ipynb": {"BATCH_SIZE": 4, "PARAMS": "decoder", "TRACE_SAMPLES": 3,
+                        "DENSITY_PROBES": 1, "LANCZOS_STEPS": 4, "LANDSCAPE_STEPS": 3,
+                        "LANDSCAPE_STEPS_2D": 3},
     "linear_probe.ipynb": {"N_PROBE": 48},
     "mask_ratio_sweep.ipynb": {"RATIOS": [0.5, 0.75], "SWEEP_STEPS": 3, "BATCH_SIZE": 8,
                                "N_PROBE": 32},
@@ -63,6 +66,8 @@ EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
                              "fusion_weights_supervised.png", "claims.json"],
     "frequency.ipynb": ["frequency.png", "last_layer_spectrum.svg", "claims.json"],
     "hessian.ipynb": ["hessian_spectrum.png", "hessian_spectrum.json", "claims.json"],
+    "curvature.ipynb": ["hessian_trace.png", "hessian_density.svg", "landscape_1d.png",
+                        "landscape_2d.json"],
     "linear_probe.ipynb": ["linear_probe.png", "claims.json"],
     "mask_ratio_sweep.ipynb": ["mask_ratio_sweep.png", "claims.json"],
     "00_quickstart.ipynb": ["quickstart_reconstruction.png", "quickstart_fusion_weights.png"],
@@ -128,6 +133,15 @@ def test_notebook_runs_headless(notebook, runs, tmp_path):
         got = json.loads(claims.read_text())
         assert got == expected and expected
         assert all(isinstance(c["held"], bool) for c in got)
+    if notebook == "curvature.ipynb":  # the saved numbers are the probes' own, per model
+        traces = json.loads((tmp_path / "out" / "hessian_trace.json").read_text())
+        surfaces = json.loads((tmp_path / "out" / "landscape_2d.json").read_text())
+        assert sorted(traces) == sorted(surfaces) == ["MAE", "MFF-MAE"]
+        for t in traces.values():
+            assert t["num_hvps"] == 3 and len(t["samples"]) == 3
+            assert t["ci"][0] <= t["estimate"] <= t["ci"][1]
+        for s in surfaces.values():  # a 3 x 3 grid whose centre is the loss at the weights
+            assert s["losses"][1][1] == pytest.approx(s["base_loss"], rel=1e-6)
     if notebook == "reconstruction.ipynb":  # Run All ends with the slider where the notebook put it
         nb = json.loads((tmp_path / notebook).read_text())
         assert json.loads((tmp_path / "out" / "slider_latency.json").read_text())["updates"] == 20

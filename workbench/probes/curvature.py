@@ -31,6 +31,7 @@ import scipy.stats
 import torch
 import torch.nn as nn
 
+from ..models.modes import eval_mode
 from ..results import AsDict
 from .hessian import HVPOperator, _as_param_list
 
@@ -262,14 +263,10 @@ def compare_curvature(models: Mapping[str, nn.Module], batches, params: str | Se
         raise ValueError("no models given")
     out = {}
     for name, model in models.items():
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             loss_fn = mae_loss_fn(model, batches, seed)
             chosen = select_parameters(model, params)
             out[name] = {"trace": hessian_trace(loss_fn, chosen, seed=seed, **(trace or {})),
                          "density": hessian_density(loss_fn, chosen, seed=seed,
                                                     **(density or {}))}
-        finally:
-            model.train(was_training)
     return out

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.modes import eval_mode
 from ..results import AsDict
 from .curvature import _positive_int, mae_loss_fn
 
@@ -136,11 +137,7 @@ def compare_landscapes(models: Mapping[str, nn.Module], batches, directions: int
         raise ValueError("no models given")
     out = {}
     for name, model in models.items():
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             loss_fn = mae_loss_fn(model, batches, seed, mask_ratio, mask_strategy)
             out[name] = loss_landscape(model, loss_fn, directions, span, steps, seed, ignore)
-        finally:
-            model.train(was_training)
     return out
