@@ -42,8 +42,12 @@ def test_supervised_run_logs_weights_and_learns_the_labels():
     # learnt something: held-out accuracy above twice chance (1/15), training cross-entropy below
     # that of a uniform guess (log 15)
     assert r.heldout_accuracy > 2 / 15 and r.train_loss < np.log(15)
-    # same seed, same run
+    # same seed, same run; the caller's generator is left where it was
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
     again = train_supervised_fusion(cfg)
+    assert torch.equal(torch.rand(2), expected)
     assert torch.allclose(again.history.weights, w)
     assert json.loads(json.dumps(r.to_dict()))["heldout_accuracy"] == r.heldout_accuracy
 

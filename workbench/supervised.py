@@ -25,6 +25,7 @@ from .config import ModelConfig, model_config
 from .data import StepBatches, build_dataset, fixed_batch
 from .models.mff import MFFMaskedAutoencoder
 from .probes.fusion import FusionHistory
+from .training.rng import preserved_rng
 from .training.schedule import warmup_cosine
 
 
@@ -85,10 +86,15 @@ class FusionClassifier(nn.Module):
 
 def train_supervised_fusion(cfg: SupervisedFusionConfig | None = None) -> SupervisedFusionResult:
     """Train :class:`FusionClassifier` with cross-entropy on the data's labels and log the
-    normalised fusion weights every ``log_every`` steps (and before the first step)."""
+    normalised fusion weights every ``log_every`` steps (and before the first step). The caller's
+    global random generators are as they were afterwards."""
+    with preserved_rng():
+        return _train_supervised_fusion(cfg or SupervisedFusionConfig())
+
+
+def _train_supervised_fusion(cfg: SupervisedFusionConfig) -> SupervisedFusionResult:
     from tqdm.auto import tqdm
 
-    cfg = cfg or SupervisedFusionConfig()
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.log_every < 1:
         raise ValueError("steps, batch_size and log_every must be positive integers")
     mcfg = model_config("mff", cfg.preset, **cfg.model_overrides)
