@@ -32,7 +32,7 @@ from common import header, table, write_result
 from workbench import build_model
 from workbench.probes import top_hessian_eigenvalues
 from workbench.probes.curvature import hessian_density, smooth_spectrum
-from workbench.probes.hessian import math_attention
+from workbench.probes.hessian import exact_hessian, math_attention
 
 PARAMS = ("blocks.1.mlp.fc2.weight", "decoder_pred.weight")
 TOL = 1e-3
@@ -46,17 +46,7 @@ def clustered_problem(seed: int):
     imgs = torch.randn(8, 3, 16, 16)
     named = dict(model.named_parameters())
     params = [named[n] for n in PARAMS]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in params])
-
-    def loss_of_flat(flat):  # the loss as a function of the chosen parameters, flat [n]
-        chunks, i = {}, 0
-        for n, p in zip(PARAMS, params):
-            chunks[n] = flat[i:i + p.numel()].view(p.shape)
-            i += p.numel()
-        return torch.func.functional_call(model, chunks, (imgs,), {"seed": 0}).loss
-
-    with math_attention():
-        hess = torch.autograd.functional.hessian(loss_of_flat, flat0, vectorize=True)
+    hess = exact_hessian(model, PARAMS, lambda call: call(imgs, seed=0).loss)
     lam = torch.linalg.eigvalsh(hess.double())
     lam = lam[torch.argsort(-lam.abs(), stable=True)]
     return (lambda: model(imgs, seed=0).loss), params, lam

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from workbench import build_model
 from workbench.probes import top_hessian_eigenvalues
-from workbench.probes.hessian import DENSE_LIMIT, math_attention
+from workbench.probes.hessian import DENSE_LIMIT, exact_hessian
 
 N = 300
 assert N > DENSE_LIMIT  # the Lanczos path, not the dense one
@@ -80,17 +80,7 @@ def tiny_mae_problem(seed):
     imgs = torch.randn(8, 3, 16, 16)
     named = dict(model.named_parameters())
     params = [named[n] for n in MAE_PARAMS]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in params])
-
-    def loss_of_flat(flat):
-        chunks, i = dict(named), 0
-        for n, p in zip(MAE_PARAMS, params):
-            chunks[n] = flat[i:i + p.numel()].view(p.shape)
-            i += p.numel()
-        return torch.func.functional_call(model, chunks, (imgs,), {"seed": 0}).loss
-
-    with math_attention():
-        hess = torch.autograd.functional.hessian(loss_of_flat, flat0, vectorize=True)
+    hess = exact_hessian(model, MAE_PARAMS, lambda call: call(imgs, seed=0).loss)
     exact = by_magnitude(torch.linalg.eigvalsh(hess.double()))
     return (lambda: model(imgs, seed=0).loss), params, exact
 

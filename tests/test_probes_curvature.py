@@ -18,9 +18,10 @@ from workbench.plots import curvature as plots_curvature  # noqa: E402
 from workbench.probes.curvature import (compare_curvature, hessian_density,  # noqa: E402
                                         hessian_trace, lanczos_tridiagonal, mae_loss_fn,
                                         smooth_spectrum)
-from workbench.probes.hessian import math_attention  # noqa: E402
+from workbench.probes.hessian import exact_hessian  # noqa: E402
 from workbench.probes.landscape import (compare_landscapes, filter_normalize,  # noqa: E402
                                         filter_normalized_direction, loss_landscape)
+from problems import quadratic  # noqa: E402
 
 TINY = dict(embed_dim=16, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2, depth=1,
             decoder_depth=1, img_size=16, patch_size=4)
@@ -29,44 +30,17 @@ MAE_SUBSET = ("blocks.0.attn.proj.", "decoder_blocks.0.norm1.", "decoder_pred.bi
               "mask_token")
 
 
-def quadratic(spectrum, seed=0):
-    """x ↦ 0.5 xᵀAx with A = Q diag(spectrum) Qᵀ (Hessian A)."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(spectrum)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    a = q @ torch.diag(torch.as_tensor(spectrum, dtype=torch.float64)) @ q.T
-    x = nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64))
-    return (lambda: 0.5 * x @ a @ x), x, a
-
-
-def exact_hessian(model, named, loss_of):
-    """Dense Hessian of ``loss_of(model with params replaced)`` over the flat ``named`` params."""
-    names, shapes = [n for n, _ in named], [p.shape for _, p in named]
-
-    def f(flat):
-        ps, i = {}, 0
-        for name, shape in zip(names, shapes):
-            ps[name] = flat[i:i + shape.numel()].view(shape)
-            i += shape.numel()
-        return loss_of(lambda *a, **k: torch.func.functional_call(model, ps, a, k, strict=False))
-
-    flat0 = torch.cat([p.detach().reshape(-1) for _, p in named])
-    with math_attention():
-        h = torch.autograd.functional.hessian(f, flat0)
-    return 0.5 * (h + h.T)
-
-
 @pytest.fixture(scope="module")
 def small_nets():
     """{name: (loss_fn, params, exact Hessian)} for a small MLP and the tiny MAE subset."""
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(4, 12), nn.Tanh(), nn.Linear(12, 3)).double()
     x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 3, dtype=torch.float64)
-    mlp_h = exact_hessian(mlp, list(mlp.named_parameters()), lambda f: ((f(x) - y) ** 2).mean())
+    mlp_h = exact_hessian(mlp, [n for n, _ in mlp.named_parameters()], lambda f: ((f(x) - y) ** 2).mean())
     mae = build_model("mae", "tiny", **TINY).double().eval()
     imgs = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     named = [(n, p) for n, p in mae.named_parameters() if n.startswith(MAE_SUBSET)]
-    mae_h = exact_hessian(mae, named, lambda f: f(imgs, seed=0).loss)
+    mae_h = exact_hessian(mae, [n for n, _ in named], lambda f: f(imgs, seed=0).loss)
     return {"mlp": (lambda: ((mlp(x) - y) ** 2).mean(), list(mlp.parameters()), mlp_h),
             "mae": (mae_loss_fn(mae, imgs, seed=0), [p for _, p in named], mae_h)}
 

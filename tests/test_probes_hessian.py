@@ -10,19 +10,10 @@ import torch.nn as nn
 from workbench import build_model
 from workbench.probes import (hessian_spectrum, select_parameters, spectrum_summary,
                               top_hessian_eigenvalues)
+from problems import quadratic  # noqa: E402
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
-
-
-def quadratic(spectrum, seed=0):
-    """x ↦ 0.5 xᵀAx with A = Q diag(spectrum) Qᵀ (its Hessian is A)."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(spectrum)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    a = q @ torch.diag(torch.as_tensor(spectrum, dtype=torch.float64)) @ q.T
-    x = nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64))
-    return (lambda: 0.5 * x @ a @ x), x
 
 
 def known_spectrum(n=150):
@@ -33,14 +24,14 @@ def known_spectrum(n=150):
 
 @pytest.mark.parametrize("backend", ["lanczos", "pyhessian"])
 def test_quadratic_largest_magnitude_with_signs(backend):
-    loss, x = quadratic(known_spectrum())
+    loss, x, _ = quadratic(known_spectrum())
     eigs = top_hessian_eigenvalues(loss, [x], k=3, tol=1e-9, max_iter=2000, backend=backend)
     # by magnitude: the negative -9 comes first, and -4 beats 3
     assert torch.allclose(eigs, torch.tensor([-9.0, 6.0, -4.0], dtype=torch.float64), rtol=1e-5)
 
 
 def test_quadratic_positive_definite_and_dense_path():
-    loss, x = quadratic([5.0, 2.0, 1.0, 0.5, 0.1])  # 5 parameters: dense fallback, exact
+    loss, x, _ = quadratic([5.0, 2.0, 1.0, 0.5, 0.1])  # 5 parameters: dense fallback, exact
     res = top_hessian_eigenvalues(loss, [x], k=2, return_info=True)
     assert torch.allclose(res.eigenvalues, torch.tensor([5.0, 2.0], dtype=torch.float64))
     assert res.num_hvps == 5 and res.num_params == 5
@@ -52,7 +43,7 @@ def test_quadratic_positive_definite_and_dense_path():
 def test_lanczos_uses_fewer_hvps_than_power_iteration():
     lam = known_spectrum(300)
     lam[1] = 8.5  # a small gap: power iteration converges slowly, Lanczos does not
-    loss, x = quadratic(lam)
+    loss, x, _ = quadratic(lam)
     ours = top_hessian_eigenvalues(loss, [x], k=1, tol=1e-8, return_info=True)
     power = top_hessian_eigenvalues(loss, [x], k=1, tol=1e-8, max_iter=2000,
                                     backend="pyhessian", return_info=True)
@@ -145,7 +136,7 @@ def test_hessian_spectrum_mff_encoder_subset_and_summary():
 
 
 def test_bad_input():
-    loss, x = quadratic([1.0, 2.0])
+    loss, x, _ = quadratic([1.0, 2.0])
     with pytest.raises(ValueError, match="backend"):
         top_hessian_eigenvalues(loss, [x], backend="power")
     with pytest.raises(ValueError, match="k must be"):
@@ -156,7 +147,7 @@ def test_bad_input():
 
 def test_thick_restart_start_vectors_and_eigenvectors():
     lam = known_spectrum(200)
-    loss, x = quadratic(lam)
+    loss, x, _ = quadratic(lam)
     for start in ("auto", "random", "gradient", torch.randn(2, 200, dtype=torch.float64)):
         # ncv=8 forces several thick restarts for k=4
         r = top_hessian_eigenvalues(loss, [x], k=4, tol=1e-10, ncv=8, start=start,
@@ -173,7 +164,7 @@ def test_thick_restart_start_vectors_and_eigenvectors():
 def test_residual_stopping_rule_bounds_the_error():
     lam = known_spectrum(300)
     lam[1] = 8.5
-    loss, x = quadratic(lam)
+    loss, x, _ = quadratic(lam)
     for tol in (1e-1, 1e-2, 1e-3):
         r = top_hessian_eigenvalues(loss, [x], k=2, tol=tol, start="random", return_info=True)
         err = ((r.eigenvalues - torch.tensor([-9.0, 8.5], dtype=torch.float64)).abs()
