@@ -65,10 +65,12 @@ def train_request(kind: str, steps: int | None, extra: list[str]) -> list[str]:
 def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
     """The checkpoint of the tiny ``kind`` run in ``runs/<kind>-tiny`` and the command that trains
     it, or None when a finished run with the same request is already there."""
+    from workbench.io import run_files
+
     out = runs / f"{kind}-tiny"
     request = train_request(kind, steps, extra)
     marker = out / "figures-request.json"
-    ckpt = out / "checkpoint.pt"
+    ckpt = run_files(out).checkpoint
     if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == request:
         print(f"[figures] reusing {ckpt} (same training request)")
         return ckpt, None

@@ -25,7 +25,6 @@ Without CUDA it writes ``{"skipped": "no CUDA device"}`` and exits 0 at once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -225,6 +224,7 @@ def main() -> None:
         res["data"] = sec
 
     def loop_section():
+        from workbench.io import read_metrics
         from workbench.training import TrainConfig, train
         if not folder.exists():
             make_jpeg_folder(folder, 96 if smoke else args.images)
@@ -236,7 +236,7 @@ def main() -> None:
                           snapshot_every=0, eval_images=4, log_every=2 if smoke else 10,
                           progress=False, warmup=1)
         r = train(cfg)
-        metrics = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+        metrics = read_metrics(tmp / "run")
         ips = [m["images_per_s"] for m in metrics if "images_per_s" in m]
         sec = {"steps": steps, "batch": batch, "workers": cfg.num_workers, "precision":
                cfg.precision, "compile": False, "images_per_s_last_interval": r.images_per_s,
