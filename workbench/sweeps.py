@@ -45,11 +45,6 @@ class MaskRatioSweep:
                 "steps": self.steps}
 
 
-def _train_config(kind: str, **settings: Any) -> TrainConfig:
-    """The one place the sweep builds a training configuration (and names the model kind)."""
-    return TrainConfig(kind=kind, **settings)
-
-
 def run_dir(runs_dir: str | os.PathLike, kind: str, ratio: float, steps: int, batch_size: int,
             seed: int, data: str | os.PathLike = "builtin") -> Path:
     """One folder per setting, so running the sweep again reuses finished runs."""
@@ -80,10 +75,10 @@ def mask_ratio_sweep(ratios: Sequence[float], steps: int = 150, batch_size: int 
             models[ratio] = load_checkpoint(checkpoints[ratio])
             continue
         out = run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
-        res = train(_train_config(kind, preset=preset, steps=steps, batch_size=batch_size,
-                                  model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
-                                  data=str(data), out=str(out), seed=seed, resume=True,
-                                  ckpt_every=0, snapshot_every=0, progress=False))
+        res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
+                                model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
+                                data=str(data), out=str(out), seed=seed, resume=True,
+                                ckpt_every=0, snapshot_every=0, progress=False))
         models[ratio] = load_checkpoint(res.checkpoint)
     img_size = next(iter(models.values())).cfg.img_size
     test = fixed_batch(data, img_size, n_probe, "heldout", seed)
