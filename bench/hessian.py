@@ -4,7 +4,8 @@ iteration, same model, batch, fixed mask and parameters, in one process.
 Problem: the tiny MAE (3.1 M parameters) after a short warm-up on astronaut crops, eval mode,
 one batch of 32 with the seeded mask 0, every trainable parameter, float32.
 
-1. Reference: our engine from a random start, relative residual 1e-7, 40-vector basis.
+1. Reference: our engine from a random start, relative residual 1e-5 (float32 HVPs stall near
+   1e-6 on this model, so a tighter residual is never reached), 40-vector basis.
 2. Calibration: for each engine, the loosest ``tol`` of a loose-to-tight grid whose eigenvalues
    are all within 1e-3 relative of the reference ("equal accuracy"). The two engines' ``tol``
    mean different things (ours: a residual bound; pyhessian: the relative change between two
@@ -44,6 +45,7 @@ BOUND = 1e-3
 OURS_TOLS = (2e-1, 1e-1, 5e-2, 3e-2, 2e-2, 1.5e-2, 1e-2, 7e-3, 5e-3, 3e-3, 2e-3, 1e-3, 1e-4)
 PYH_TOLS = (1e-2, 3e-3, 1e-3, 5e-4, 3e-4, 2e-4, 1e-4, 7e-5, 5e-5, 3e-5, 2e-5, 1e-5, 5e-6,
             3e-6, 1e-6)
+REFERENCE_TOL = 1e-5  # 100x below BOUND; float32 residuals stall near 1e-6 on the tiny MAE
 REPEAT_LIMIT_S = 150  # a calibrated pyhessian run longer than this is timed once
 
 
@@ -125,7 +127,8 @@ def calibrate(prob, k, backend, tols, ref, rows, budget_s=float("inf"), max_iter
 
 def compare_k(prob, k, rounds, rows, pyh_budget_s, pyh_tols=PYH_TOLS) -> dict:
     t = time.perf_counter()
-    ref = prob.solve(k, 1e-7, "lanczos", max_iter=10000, ncv=40, start="random", seed=123)
+    ref = prob.solve(k, REFERENCE_TOL, "lanczos", max_iter=10000, ncv=40, start="random",
+                     seed=123)
     print(f"k={k} reference {[round(x, 6) for x in ref.eigenvalues.tolist()]} ({ref.num_hvps} "
           f"HVPs, {ref.seconds:.1f} s, {ref.seconds / ref.num_hvps:.3f} s/HVP)", flush=True)
     ours, _ = calibrate(prob, k, "lanczos", OURS_TOLS, ref.eigenvalues, rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -195,3 +196,14 @@ def test_warm_started_spectrum_matches_cold():
     warm = hessian_spectrum(model, batches, k=3, tol=1e-4, progress=False)
     cold = hessian_spectrum(model, batches, k=3, tol=1e-4, warm_start=False, progress=False)
     assert torch.allclose(warm, cold, rtol=1e-3)
+
+
+def test_a_tolerance_below_float32_resolution_is_warned_about():
+    loss, x, _ = quadratic([3.0, 2.0, 1.0] + [0.1] * 97)
+    x32 = torch.nn.Parameter(x.detach().float())
+    a = torch.diag(torch.tensor([3.0, 2.0, 1.0] + [0.1] * 97))
+    with pytest.warns(RuntimeWarning, match="below what torch.float32"):
+        top_hessian_eigenvalues(lambda: 0.5 * x32 @ a @ x32, [x32], k=1, tol=1e-8, max_iter=2)
+    with warnings.catch_warnings():  # float64 resolves it: no warning
+        warnings.simplefilter("error")
+        top_hessian_eigenvalues(loss, [x], k=1, tol=1e-8)

@@ -154,6 +154,12 @@ def top_hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Iterabl
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     params = _as_param_list(params)
+    floor = 10 * torch.finfo(dtype or params[0].dtype).eps  # float32: ~1e-6
+    if backend == "lanczos" and tol < floor:
+        warnings.warn(f"tol {tol:g} is below what {dtype or params[0].dtype} Hessian-vector "
+                      f"products resolve (~{floor:.0e}): on large models the residuals stall near "
+                      f"that floor and the run lasts until max_iter; use float64 parameters or a "
+                      f"larger tol", RuntimeWarning)
     begin = time.perf_counter()
     vecs = None
     if backend == "lanczos":
