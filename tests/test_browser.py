@@ -59,6 +59,8 @@ sync_api = pytest.importorskip(
 sys.path.insert(0, str(ROOT / "analysis"))
 import make_figures  # noqa: E402
 
+from workbench.io import atomic_write_text  # noqa: E402
+
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
@@ -412,8 +414,7 @@ def test_gallery_renders(lab, browser):
         lab.run(browser, name)
     records = [lab.records[name] for name in NOTEBOOK_PARAMS]
     meta = {"git_commit": make_figures.git_commit(), "versions": make_figures.versions()}
-    make_figures.atomic_write(lab.root / "manifest.json",
-                              json.dumps({**meta, "figures": records}, indent=2))
+    atomic_write_text(lab.root / "manifest.json", json.dumps({**meta, "figures": records}, indent=2))
     make_figures.write_index(lab.root, records, meta)
     make_figures.write_findings(lab.root, records)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
