@@ -78,6 +78,17 @@ def math_attention() -> contextlib.AbstractContextManager:
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def _warn_below_resolution(tol: float, dtype: torch.dtype) -> None:
+    """Residuals of HVPs in ``dtype`` stall near ~10 eps on large models (float32: ~1e-6): a
+    smaller ``tol`` is never reached and the run lasts until ``max_iter``."""
+    floor = 10 * torch.finfo(dtype).eps
+    if tol < floor:
+        warnings.warn(f"tol {tol:g} is below what {dtype} Hessian-vector products resolve "
+                      f"(~{floor:.0e}): on large models the residuals stall near that floor and "
+                      f"the run lasts until max_iter; use float64 parameters or a larger tol",
+                      RuntimeWarning)
+
+
 def _as_param_list(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     params = [p for p in params]
     if not params:
@@ -118,14 +129,12 @@ def top_hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Iterabl
             ``pyhessian``: its stopping rule, the relative change of the eigenvalue between two
             power iterations (a much weaker guarantee: compare engines at equal measured
             accuracy, not equal tol).
-        max_iter: ``lanczos``: the maximum number of thick restarts (each costs about
-            ``ncv - k`` HVPs; at most ``ncv + max_iter·(ncv - k)`` HVPs in all);
+        max_iter: ``lanczos``: thick restarts at most (each ~``ncv - k`` HVPs);
             ``pyhessian``: power iterations per eigenvalue.
         backend: ``"lanczos"`` (ours, the default) or ``"pyhessian"``.
         dtype: ``lanczos`` basis precision (default: the parameters', which the HVPs run in;
             the projected matrix is float64). Fully float64: pass float64 parameters.
-        seed: seeds the random part of the Lanczos start vector / pyhessian's random vectors
-            (deterministic results).
+        seed: seeds the random start vectors (deterministic results).
         ncv: ``lanczos``: the largest Lanczos basis before a thick restart (default
             ``max(2k+1, 20)``); a restart keeps the best ``k + (ncv-k)//2`` Ritz vectors.
         start: ``lanczos`` start vector: ``"auto"`` (the normalised first gradient plus a
@@ -154,12 +163,8 @@ def top_hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Iterabl
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     params = _as_param_list(params)
-    floor = 10 * torch.finfo(dtype or params[0].dtype).eps  # float32: ~1e-6
-    if backend == "lanczos" and tol < floor:
-        warnings.warn(f"tol {tol:g} is below what {dtype or params[0].dtype} Hessian-vector "
-                      f"products resolve (~{floor:.0e}): on large models the residuals stall near "
-                      f"that floor and the run lasts until max_iter; use float64 parameters or a "
-                      f"larger tol", RuntimeWarning)
+    if backend == "lanczos":
+        _warn_below_resolution(tol, dtype or params[0].dtype)
     begin = time.perf_counter()
     vecs = None
     if backend == "lanczos":
