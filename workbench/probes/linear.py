@@ -47,17 +47,13 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def linear_probe(model, train, test, pool: str = "cls", C: float = 1.0, max_iter: int = 1000,
-                 batch_size: int = 256, seed: int = 0) -> float:
-    """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn, L2 strength
-    ``1/C``) trained on standardised frozen features of ``train``. ``train`` / ``test``: an
-    (imgs, labels) pair of tensors or an iterable of such batches."""
+def linear_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+                    C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> float:
+    """Test accuracy of a multinomial logistic regression on standardised features [n, D]."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    xtr, ytr = extract_features(model, train, pool, batch_size)
-    xte, yte = extract_features(model, test, pool, batch_size)
     if len(np.unique(ytr)) < 2:
         raise ValueError("the training set needs at least two classes")
     clf = make_pipeline(StandardScaler(),
@@ -66,25 +62,45 @@ def linear_probe(model, train, test, pool: str = "cls", C: float = 1.0, max_iter
     return float(clf.score(xte, yte))
 
 
-def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: int = 256) -> float:
-    """Test accuracy in [0, 1] of a k-nearest-neighbour vote (cosine distance, uniform weights,
-    scikit-learn) over frozen features of ``train``; ``k`` is capped at the training-set size."""
+def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+                 k: int = 20) -> float:
+    """Test accuracy of a cosine k-nearest-neighbour vote; ``k`` capped at the training size."""
     from sklearn.neighbors import KNeighborsClassifier
 
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    xtr, ytr = extract_features(model, train, pool, batch_size)
-    xte, yte = extract_features(model, test, pool, batch_size)
     knn = KNeighborsClassifier(n_neighbors=min(int(k), len(ytr)), metric="cosine",
                                algorithm="brute")
     knn.fit(xtr, ytr)
     return float(knn.score(xte, yte))
 
 
+def _features(model, train, test, pool: str, batch_size: int):
+    return (*extract_features(model, train, pool, batch_size),
+            *extract_features(model, test, pool, batch_size))
+
+
+def linear_probe(model, train, test, pool: str = "cls", C: float = 1.0, max_iter: int = 1000,
+                 batch_size: int = 256, seed: int = 0) -> float:
+    """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn, L2 strength
+    ``1/C``) trained on standardised frozen features of ``train``. ``train`` / ``test``: an
+    (imgs, labels) pair of tensors or an iterable of such batches."""
+    return linear_accuracy(*_features(model, train, test, pool, batch_size), C, max_iter, seed)
+
+
+def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: int = 256) -> float:
+    """Test accuracy in [0, 1] of a k-nearest-neighbour vote (cosine distance, uniform weights,
+    scikit-learn) over frozen features of ``train``; ``k`` is capped at the training-set size."""
+    return knn_accuracy(*_features(model, train, test, pool, batch_size), k)
+
+
 def probe_scores(model, train, test, seed: int = 0) -> dict[str, float]:
     """The frozen-feature comparison of the linear-probe notebook: accuracy in [0, 1] of a linear
     probe on the cls token (``"linear cls"``) and on mean-pooled patch tokens (``"linear
-    mean"``), and of a kNN vote on the cls token (``"kNN cls"``)."""
-    return {"linear cls": linear_probe(model, train, test, pool="cls", seed=seed),
-            "linear mean": linear_probe(model, train, test, pool="mean", seed=seed),
-            "kNN cls": knn_probe(model, train, test, pool="cls")}
+    mean"``), and of a kNN vote on the cls token (``"kNN cls"``). The cls features are extracted
+    once for both classifiers."""
+    cls = _features(model, train, test, "cls", 256)
+    mean = _features(model, train, test, "mean", 256)
+    return {"linear cls": linear_accuracy(*cls, seed=seed),
+            "linear mean": linear_accuracy(*mean, seed=seed),
+            "kNN cls": knn_accuracy(*cls)}

@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -60,6 +60,18 @@ def all_ranks_agree(flag: bool, dd: Dist, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t)
     return float(t) > 0
+
+
+def check_on_main(check: Callable[[], None], dd: Dist, device: torch.device) -> None:
+    """Run ``check`` on rank 0; an OSError it raises stops every rank (see
+    :func:`raise_on_all_ranks`)."""
+    problem = None
+    if dd.main:
+        try:
+            check()
+        except OSError as e:
+            problem = e
+    raise_on_all_ranks(problem, dd, device)
 
 
 def raise_on_all_ranks(problem: Exception | None, dd: Dist, device: torch.device) -> None:

@@ -67,8 +67,9 @@ class LogWindow:
     steps: int = 0
 
     def add(self, loss: float, images: int) -> None:
-        self.loss_sum, self.steps, self.images = self.loss_sum + loss, self.steps + 1, \
-            self.images + images
+        self.loss_sum += loss
+        self.steps += 1
+        self.images += images
 
     def close(self) -> tuple[float, float]:
         """(mean loss, images/s) of the window."""

@@ -14,7 +14,7 @@ from ..config import ModelConfig
 from ..io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
                   atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
                   remove_stale_temps)
-from .distributed import Dist, raise_on_all_ranks
+from .distributed import Dist, check_on_main
 from .evaluation import finite_weights, snapshot_picture
 from .rng import rng_state, set_rng_state
 from .settings import TrainConfig
@@ -35,33 +35,24 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
     writable, takes its lock (held until ``held`` closes), refuses to overwrite a finished run
     without ``resume`` and removes temporary files of a write that was cut short; every rank
     stops if rank 0 cannot start."""
-    problem = None
-    if dd.main:
-        try:
-            check_writable(files.root)
-            held.enter_context(file_lock(files.lock, timeout=0, holder="another training run"))
-            if files.checkpoint.exists() and not cfg.resume:
-                raise FileExistsError(f"{files.checkpoint} exists: pass --resume to continue that "
-                                      f"run, or choose another --out")
-            stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
-            if stale:
-                print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut "
-                      f"short (e.g. {stale[0].name}); the files they would have replaced are "
-                      f"intact", file=sys.stderr)
-        except OSError as e:
-            problem = e
-    raise_on_all_ranks(problem, dd, device)
+    def check() -> None:
+        check_writable(files.root)
+        held.enter_context(file_lock(files.lock, timeout=0, holder="another training run"))
+        if files.checkpoint.exists() and not cfg.resume:
+            raise FileExistsError(f"{files.checkpoint} exists: pass --resume to continue that "
+                                  f"run, or choose another --out")
+        stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
+        if stale:
+            print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut short "
+                  f"(e.g. {stale[0].name}); the files they would have replaced are intact",
+                  file=sys.stderr)
+
+    check_on_main(check, dd, device)
 
 
 def check_room(files: RunFiles, model: torch.nn.Module, dd: Dist, device: torch.device) -> None:
     """A full disk, where it can be known: room for one more checkpoint (on every rank's word)."""
-    problem = None
-    if dd.main:
-        try:
-            check_free_space(files.root, checkpoint_bytes(model))
-        except OSError as e:
-            problem = e
-    raise_on_all_ranks(problem, dd, device)
+    check_on_main(lambda: check_free_space(files.root, checkpoint_bytes(model)), dd, device)
 
 
 def resume(state: TrainState, files: RunFiles, cfg: TrainConfig, mcfg: ModelConfig,
