@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 LAB_PORT ?= 8888
 
-.PHONY: env test test-slow test-browser figures bench lab clean
+.PHONY: env test test-slow test-browser figures evidence bench lab clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test-browser: $(STAMP)
 figures: $(STAMP)
 	@test -f analysis/make_figures.py || { echo "analysis/make_figures.py is not written yet (see the notebooks issue)"; exit 2; }
 	$(PY) analysis/make_figures.py
+
+# The evidence profile: the claims over seeds, minibatches and mask ratios (analysis/evidence.py;
+# about 45 min on 2 CPU cores, resumable: run it again after an interruption).
+# EVIDENCE_PROFILE=gpu scales the same plan up on a GPU.
+EVIDENCE_PROFILE ?= cpu
+evidence: $(STAMP)
+	$(PY) analysis/evidence.py --profile $(EVIDENCE_PROFILE)
 
 # Benchmarks against peers (bench/README.md): each script writes bench/results/<name>.json, then
 # bench/report.py prints the summary table. gpu.py writes a "skipped" result without CUDA.
@@ -59,4 +66,4 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf runs figures .pytest_cache
+	rm -rf runs figures evidence .pytest_cache

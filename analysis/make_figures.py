@@ -5,9 +5,9 @@ papermill, and write ``manifest.json``, ``index.html`` and ``findings.md``.
     python analysis/make_figures.py --mae A.pth --mff B.pth --out figures-vitb   # external models
 
 Each notebook writes its figures and a ``<name>.json`` of the numbers behind them into its own
-folder, and may write ``claims.json`` (a list of {"source", "claim", "measured", "held"}) that
-``findings.md`` collects. A failing notebook is reported and the others still run; the exit code
-is 1 if anything failed.
+folder, and may write ``claims.json`` (a list of ``workbench.findings.Claim`` dicts) that
+``findings.md`` and the forest plot ``forest.png`` collect (``workbench.findings``). A failing
+notebook is reported and the others still run; the exit code is 1 if anything failed.
 """
 from __future__ import annotations
 
@@ -201,27 +201,33 @@ def write_index(out: Path, records: list[dict], meta: dict) -> None:
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIM Workbench figures</title>"
             "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}section{border-top:"
             "1px solid #ccc}</style></head><body><h1>MIM Workbench figures</h1>"
-            f"<p>commit {html.escape(str(meta['git_commit']))}; <a href='findings.md'>findings</a>; "
+            f"<p>commit {html.escape(str(meta['git_commit']))}; <a href='findings.md'>findings</a> "
+            "(<a href='forest.png'>forest plot</a>); "
             f"<a href='manifest.json'>manifest</a></p>{''.join(rows)}</body></html>")
     atomic_write_text(out / "index.html", page)
 
 
+QUICK_PROFILE = ("One training seed per model (the tiny MAE and MFF-MAE runs), so claims about "
+                 "training (fusion movement, supervised fusion) stay inconclusive, and every other "
+                 "interval covers only the images or minibatches drawn inside that one run, not "
+                 "training randomness. `make evidence` runs the seeds (`analysis/evidence.py`).")
+
+
 def write_findings(out: Path, records: list[dict]) -> None:
+    """``findings.md`` and ``forest.png`` from every notebook's ``claims.json``."""
+    from workbench import plots
+    from workbench.findings import Claim, findings_markdown
     from workbench.io import atomic_write_text
 
-    lines = ["# Findings: the papers' claims against this run", "",
-             "Each claim as the paper states it, what this run measured, and whether it held. "
-             "Tiny models trained for minutes on a few photos are far from the papers' setting: "
-             "a claim that does not hold here says little about the paper.", "",
-             "| source | claim | measured here | held? |", "|---|---|---|---|"]
+    claims = []
     for r in records:
         path = out / r["name"] / "claims.json"
-        if not path.exists():
-            continue
-        for c in json.loads(path.read_text()):
-            held = {True: "yes", False: "no", None: "n/a"}[c.get("held")]
-            lines.append(f"| {c['source']} | {c['claim']} | {c['measured']} | {held} |")
-    atomic_write_text(out / "findings.md", "\n".join(lines) + "\n")
+        if path.exists():
+            claims += [Claim.from_dict(c) for c in json.loads(path.read_text())]
+    atomic_write_text(out / "findings.md", findings_markdown(claims, "quick", QUICK_PROFILE))
+    if claims:
+        plots.save_figure(plots.forest_figure(claims, "quick profile (one seed): effect ± 95% "
+                                              "interval"), out, "forest")
 
 
 # ----------------------------------------------------------------------------- main

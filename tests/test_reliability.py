@@ -132,8 +132,12 @@ def wait_byte(fd: int) -> bytes:
 
 
 def metric_steps(run: Path) -> list[int]:
-    """Steps of metrics.jsonl; every line must be a complete JSON record."""
-    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """Steps of metrics.jsonl's training records (an MFF run's step-0 line of initial fusion
+    weights aside, which comes once, first); every line must be a complete JSON record."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    initial = [i for i, r in enumerate(records) if "loss" not in r]
+    assert initial in ([], [0]), f"step-0 record(s) at lines {initial}"
+    return [r["step"] for r in records if "loss" in r]
 
 
 def temps(run: Path) -> list[Path]:

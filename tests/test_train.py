@@ -101,16 +101,19 @@ def test_exact_resume_mff(tmp_path):
     oa = read_checkpoint(tmp_path / "a/checkpoint.pt")["optimizer"]["state"]
     ob = read_checkpoint(tmp_path / "b/checkpoint.pt")["optimizer"]["state"]
     assert all(torch.allclose(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"], atol=1e-9) for i in oa)
-    assert [r["step"] for r in metrics(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
-    la, lb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    # step 0: the initial fusion weights, logged once (not again on resume)
+    assert [r["step"] for r in metrics(tmp_path / "b")] == [0, 1, 2, 3, 4, 5, 6]
+    la, lb = ([r for r in metrics(tmp_path / x) if "loss" in r] for x in "ab")
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], abs=1e-6)
 
 
 def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     cfg = small_cfg(tmp_path, log_every=2, snapshot_every=3)
     result = train(cfg)
-    rows = metrics(tmp_path)
+    first, *rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [2, 4, 6]
+    # the weights at initialisation (uniform: zero logits), where the fusion moves from
+    assert first == {"step": 0, "fusion_weights": [0.5, 0.5], "fused_layers": [0, 1]}
     rcfg = resolve(cfg)
     for r in rows:
         assert {"step", "loss", "lr", "images_per_s", "epoch", "fusion_weights",
@@ -122,8 +125,8 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     assert r["epoch"] == pytest.approx(6 * 8 / len_builtin(16))
     # the fusion probe reads back exactly what was logged, and the last row is the model's now
     history = fusion_history(tmp_path)
-    assert history.steps.tolist() == [2, 4, 6] and history.layers == [0, 1]
-    assert history.weights.tolist() == [r["fusion_weights"] for r in rows]
+    assert history.steps.tolist() == [0, 2, 4, 6] and history.layers == [0, 1]
+    assert history.weights.tolist() == [r["fusion_weights"] for r in [first, *rows]]
     now = fusion_state(load_checkpoint(tmp_path / "checkpoint.pt")).weights
     assert torch.allclose(now.double(), history.weights[-1], atol=1e-6)
     assert "heldout_loss" in rows[-1] and "heldout_loss" not in rows[0]
@@ -264,9 +267,10 @@ def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
             assert (a[d:2 * d] - b[d:2 * d]).abs().max() < 4 * peak_lr(resolve(cfg))
             a[d:2 * d] = b[d:2 * d] = 0
         assert torch.allclose(a, b, atol=1e-6, rtol=0), (k, (a - b).abs().max())
-    ls, ld = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    ls, ld = ([r for r in metrics(tmp_path / x) if "loss" in r] for x in ("single", "ddp"))
     assert [r["loss"] for r in ls] == pytest.approx([r["loss"] for r in ld], abs=1e-5)
     assert len(ld) == 4  # one line per step, written by rank 0 only
+    assert len(metrics(tmp_path / "ddp")) == 5  # and the initial fusion weights (step 0)
 
 
 # ----------------------------------------------------------------------------- CLI

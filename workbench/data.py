@@ -8,6 +8,9 @@ ranks or workers.
 * ``builtin``: square tiles of the photographs that scikit-image and scikit-learn ship (no
   download). Each photo keeps a band (its last third along the long side) for held-out tiles;
   training tiles come only from the rest. The label is the index of the source photo.
+* ``shapes``: eight shape classes drawn at random position, size, rotation and colour over
+  crops of those photos (:mod:`workbench.shapes`): a label that is semantic, not photo identity.
+  Unlimited and deterministic; held-out items use only the photos' held-out bands.
 * a folder ``ROOT/<class>/<image>`` (ImageNet layout): ``ROOT/train`` and ``ROOT/val`` are used as
   the splits when both exist, else every 10th file of each class is held out. Unreadable files are
   skipped with a warning and counted (``dataset.skipped``); grayscale, palette, RGBA and 16-bit
@@ -45,6 +48,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
                     ".pgm"}
 
 # (name, module, function): photographs shipped inside the installed packages (checked offline).
+BUILTIN_SETS = ("builtin", "shapes")  # the names build_dataset takes besides a folder
 BUILTIN_SOURCES = (
     ("astronaut", "skimage", "astronaut"), ("camera", "skimage", "camera"),
     ("chelsea", "skimage", "chelsea"), ("coffee", "skimage", "coffee"),
@@ -414,9 +418,14 @@ class ImageFolder(ViewDataset):
 # ----------------------------------------------------------------------------- entry points
 def build_dataset(name_or_path: str | os.PathLike = "builtin", img_size: int = 32,
                   split: str = "train", train_transform: bool = True) -> ViewDataset:
-    """``"builtin"`` or an image folder; ``train_transform`` False gives the eval transform."""
+    """``"builtin"`` (photo tiles), ``"shapes"`` (labelled shapes over photo textures) or an
+    image folder; ``train_transform`` False gives the eval transform."""
     if str(name_or_path) == "builtin":
         return BuiltinPhotos(img_size, split, train_transform)
+    if str(name_or_path) == "shapes":
+        from .shapes import BuiltinShapes  # shapes draws its backgrounds from this module
+
+        return BuiltinShapes(img_size, split, train_transform)
     return ImageFolder(name_or_path, img_size, split, train_transform)
 
 
@@ -429,6 +438,22 @@ def fixed_batch(name_or_path: str | os.PathLike = "builtin", img_size: int = 32,
     items = [ds[i] for i in order]
     return (torch.stack([x for x, _ in items]),
             torch.tensor([y for _, y in items], dtype=torch.long))
+
+
+def augmented_batches(name_or_path: str | os.PathLike = "builtin", img_size: int = 32,
+                      n_batches: int = 8, batch_size: int = 16, seed: int = 0
+                      ) -> list[torch.Tensor]:
+    """``n_batches`` training minibatches [batch_size, 3, S, S] with the training augmentation, as
+    a pure function of ``seed`` (items from a seeded permutation, each augmented with its own
+    derived seed): two models measured on them see the same augmented images."""
+    ds = build_dataset(name_or_path, img_size, "train", train_transform=True)
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(derive_seed(seed, 3)))
+    batches = []
+    for b in range(n_batches):
+        keys = [(int(order[(b * batch_size + j) % len(ds)]), derive_seed(seed, b, j, 3))
+                for j in range(batch_size)]
+        batches.append(torch.stack([ds[k][0] for k in keys]))
+    return batches
 
 
 def heldout_batch(img_size: int = 32, n: int = 64, seed: int = 0,

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from .checkpoints import load_checkpoint
-from .data import fixed_batch
-from .probes import linear_probe
+from .data import BUILTIN_SETS, fixed_batch
+from .probes import probe_correct
 from .training import TrainConfig, evaluate, train
 
 
@@ -22,8 +24,14 @@ class MaskRatioSweep:
     ratios: list[float]  # training mask ratio of each model, in sweep order
     loss_own_ratio: dict[float, float]  # held-out masked loss at the model's own ratio
     loss_at_075: dict[float, float]  # held-out masked loss at ratio 0.75
-    linear_probe: dict[float, float]  # linear-probe accuracy in [0, 1] (cls token)
+    probe_correct: dict[float, list[bool]]  # per probe test image: linear probe right or not
     steps: int  # training steps of each run
+    probe_data: str = "shapes"  # the labelled set of the linear probe
+
+    @property
+    def linear_probe(self) -> dict[float, float]:
+        """Linear-probe accuracy in [0, 1] (cls token) per ratio."""
+        return {r: float(np.mean(c)) for r, c in self.probe_correct.items()}
 
     @property
     def loss_curves(self) -> dict[str, list[float]]:
@@ -36,56 +44,90 @@ class MaskRatioSweep:
         """Linear-probe accuracy per ratio, in sweep order."""
         return [self.linear_probe[r] for r in self.ratios]
 
+    @property
+    def correct_matrix(self) -> np.ndarray:
+        """[ratios, probe images] 0/1, in sweep order: what ``findings.high_mask_ratio_best`` takes."""
+        return np.asarray([self.probe_correct[r] for r in self.ratios], dtype=float)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the per-ratio numbers are keyed by ``str(ratio)``."""
         def keyed(d):
-            return {str(r): float(v) for r, v in d.items()}
+            return {str(r): v for r, v in d.items()}
         return {"ratios": list(self.ratios), "loss_own_ratio": keyed(self.loss_own_ratio),
                 "loss_at_075": keyed(self.loss_at_075), "linear_probe": keyed(self.linear_probe),
-                "steps": self.steps}
+                "probe_correct": keyed({r: [bool(x) for x in c]
+                                        for r, c in self.probe_correct.items()}),
+                "steps": self.steps, "probe_data": self.probe_data}
 
 
 def run_dir(runs_dir: str | os.PathLike, kind: str, ratio: float, steps: int, batch_size: int,
             seed: int, data: str | os.PathLike = "builtin") -> Path:
     """One folder per setting, so running the sweep again reuses finished runs."""
     name = f"{kind}-r{round(ratio * 100)}-s{steps}-b{batch_size}-seed{seed}"
-    if str(data) != "builtin":
+    if str(data) not in BUILTIN_SETS:
         where = str(Path(data).resolve())
         name += f"-{Path(where).name}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+    elif str(data) != "builtin":
+        name += f"-{data}"
     return Path(runs_dir) / name
+
+
+def train_at_ratio(ratio: float, steps: int = 150, batch_size: int = 64, kind: str = "mae",
+                   preset: str = "tiny", seed: int = 0, runs_dir: str | os.PathLike = "runs/sweep",
+                   data: str | os.PathLike = "builtin",
+                   model_overrides: Mapping[str, Any] | None = None) -> Path:
+    """Train (or resume, so a finished run is reused) the sweep's run at one mask ratio in
+    :func:`run_dir`; returns its checkpoint."""
+    out = run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
+    res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
+                            model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
+                            data=str(data), out=str(out), seed=seed, resume=True,
+                            ckpt_every=0, snapshot_every=0, progress=False))
+    return Path(res.checkpoint)
+
+
+def sweep_sets(img_size: int, n_probe: int, seed: int, data, probe_data):
+    """(held-out images of the training data for the losses, probe train set, probe test set)."""
+    return (fixed_batch(data, img_size, n_probe, "heldout", seed)[0],
+            fixed_batch(probe_data, img_size, 2 * n_probe, "train", seed),
+            fixed_batch(probe_data, img_size, n_probe, "heldout", seed))
+
+
+def measure_at_ratio(model, ratio: float, sets, seed: int = 0) -> dict[str, Any]:
+    """One sweep point: masked loss at the model's ratio and at 0.75 (fixed seeded masks) and the
+    linear probe's per-image correctness."""
+    heldout, probe_train, probe_test = sets
+    return {"loss_own_ratio": evaluate(model, heldout, mask_ratio=ratio, seed=seed),
+            "loss_at_075": evaluate(model, heldout, mask_ratio=0.75, seed=seed),
+            "probe_correct": probe_correct(model, probe_train, probe_test, seed=seed).tolist()}
 
 
 def mask_ratio_sweep(ratios: Sequence[float], steps: int = 150, batch_size: int = 64,
                      kind: str = "mae", preset: str = "tiny",
                      checkpoints: Mapping[float, str | os.PathLike] | None = None,
                      n_probe: int = 256, seed: int = 0, runs_dir: str | os.PathLike = "runs/sweep",
-                     data: str | os.PathLike = "builtin",
+                     data: str | os.PathLike = "builtin", probe_data: str | os.PathLike = "shapes",
                      model_overrides: Mapping[str, Any] | None = None) -> MaskRatioSweep:
-    """Train a short run per mask ratio (or load ``checkpoints[ratio]``), then measure each model
-    on ``n_probe`` held-out images of ``data``: masked loss at its own ratio and at 0.75 (fixed
-    seeded masks) and a linear probe trained on ``n_probe`` training images (the data's labels;
-    built-in photos: which photo a crop comes from).
+    """Train a short run per mask ratio on ``data`` (or load ``checkpoints[ratio]``), then measure
+    each model: masked loss at its own ratio and at 0.75 on ``n_probe`` held-out images of
+    ``data``, and a linear probe (C by cross-validation) trained on ``2 * n_probe`` training
+    images of ``probe_data`` and tested on ``n_probe`` held-out ones (default: the built-in
+    shapes, whose labels are semantic).
 
     Runs go to :func:`run_dir` under ``runs_dir`` and are resumed, so a finished run is reused.
     ``model_overrides`` are extra :class:`~workbench.config.ModelConfig` fields for every run.
     """
     models = {}
     for ratio in ratios:
-        if checkpoints:
-            models[ratio] = load_checkpoint(checkpoints[ratio])
-            continue
-        out = run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
-        res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
-                                model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
-                                data=str(data), out=str(out), seed=seed, resume=True,
-                                ckpt_every=0, snapshot_every=0, progress=False))
-        models[ratio] = load_checkpoint(res.checkpoint)
+        path = checkpoints[ratio] if checkpoints else train_at_ratio(
+            ratio, steps, batch_size, kind, preset, seed, runs_dir, data, model_overrides)
+        models[ratio] = load_checkpoint(path)
     img_size = next(iter(models.values())).cfg.img_size
-    test = fixed_batch(data, img_size, n_probe, "heldout", seed)
-    probe_train = fixed_batch(data, img_size, n_probe, "train", seed)
+    sets = sweep_sets(img_size, n_probe, seed, data, probe_data)
+    points = {r: measure_at_ratio(m, r, sets, seed) for r, m in models.items()}
     return MaskRatioSweep(
         ratios=list(models),
-        loss_own_ratio={r: evaluate(m, test[0], mask_ratio=r, seed=seed) for r, m in models.items()},
-        loss_at_075={r: evaluate(m, test[0], mask_ratio=0.75, seed=seed) for r, m in models.items()},
-        linear_probe={r: linear_probe(m, probe_train, test) for r, m in models.items()},
-        steps=steps)
+        loss_own_ratio={r: p["loss_own_ratio"] for r, p in points.items()},
+        loss_at_075={r: p["loss_at_075"] for r, p in points.items()},
+        probe_correct={r: p["probe_correct"] for r, p in points.items()},
+        steps=steps, probe_data=str(probe_data))

@@ -23,7 +23,7 @@ from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectr
                       top_hessian_eigenvalues)
 from .landscape import (LossLandscape, compare_landscapes, filter_normalized_direction,
                         loss_landscape)
-from .linear import extract_features, knn_probe, linear_probe, probe_scores
+from .linear import extract_features, knn_probe, linear_probe, probe_correct, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 
 __all__ = [
@@ -36,5 +36,5 @@ __all__ = [
     "hessian_trace", "TraceEstimate", "hessian_density", "SpectralDensity", "smooth_spectrum",
     "compare_curvature", "mae_loss_fn",
     "loss_landscape", "LossLandscape", "compare_landscapes", "filter_normalized_direction",
-    "linear_probe", "knn_probe", "probe_scores", "extract_features",
+    "linear_probe", "knn_probe", "probe_scores", "probe_correct", "extract_features",
 ]

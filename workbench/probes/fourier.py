@@ -87,11 +87,17 @@ class FrequencyResponse:
     freqs: torch.Tensor  # [F] per-axis frequency of each point, in units of π
     names: list[str]  # [L] "block 0", ... (or "block 0 attn", "block 0 mlp"), then "fused"
     depth: torch.Tensor  # [L] normalised depth in (0, 1] of each curve's layer (fused: nan)
+    image_curves: torch.Tensor | None = None  # [B, L, F] per image (their mean is ``curves``)
 
     @property
     def high_frequency(self) -> torch.Tensor:
         """[L] the value at the highest frequency read (the last point, ``freqs[-1]``·π)."""
         return self.curves[:, -1]
+
+    @property
+    def image_high_frequency(self) -> torch.Tensor | None:
+        """[B, L] each image's value at the highest frequency, or None without per-image curves."""
+        return None if self.image_curves is None else self.image_curves[:, :, -1]
 
     @property
     def block_rows(self) -> list[int]:
@@ -109,16 +115,22 @@ class FrequencyResponse:
         return self.names.index("fused") if "fused" in self.names else None
 
     def to_dict(self) -> dict:
-        """JSON-ready: {"freqs_pi": [F], "names": [L], "curves": [L][F], "depth": [L]}
-        (the fused row's depth is NaN, which ``json.dumps`` writes as ``NaN``)."""
-        return {"freqs_pi": self.freqs.tolist(), "names": list(self.names),
-                "curves": self.curves.tolist(), "depth": self.depth.tolist()}
+        """JSON-ready: {"freqs_pi": [F], "names": [L], "curves": [L][F], "depth": [L]}, and
+        "image_curves" [B][L][F] when kept (the fused row's depth is NaN, which ``json.dumps``
+        writes as ``NaN``)."""
+        d = {"freqs_pi": self.freqs.tolist(), "names": list(self.names),
+             "curves": self.curves.tolist(), "depth": self.depth.tolist()}
+        if self.image_curves is not None:
+            d["image_curves"] = self.image_curves.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FrequencyResponse":
         return cls(curves=torch.tensor(d["curves"], dtype=torch.float64),
                    freqs=torch.tensor(d["freqs_pi"], dtype=torch.float64),
-                   names=list(d["names"]), depth=torch.tensor(d["depth"], dtype=torch.float64))
+                   names=list(d["names"]), depth=torch.tensor(d["depth"], dtype=torch.float64),
+                   image_curves=(torch.tensor(d["image_curves"], dtype=torch.float64)
+                                 if "image_curves" in d else None))
 
 
 def _sublayer_features(model, imgs: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
@@ -150,19 +162,21 @@ def _sublayer_features(model, imgs: torch.Tensor) -> tuple[list[torch.Tensor], l
 @torch.no_grad()
 def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
                        sublayers: bool = False, convention: str = "park-kim",
-                       eps: float = EPS) -> FrequencyResponse:
+                       eps: float = EPS, per_image: bool = False) -> FrequencyResponse:
     """Δ log amplitude of every encoder block output (before the final norm; for MFF also of the
     fused tensor before its norm, named ``"fused"``), at mask ratio 0, in eval mode, no grad.
 
     ``imgs`` [B, C, H, W] (ImageNet-normalised) are processed ``batch_size`` at a time; log
     amplitudes are averaged over all images and channels before the diagonal is read.
     ``sublayers=True`` gives Park & Kim's two points per block (after the attention residual and
-    after the MLP residual). ``convention``: see the module docstring.
+    after the MLP residual). ``convention``: see the module docstring. ``per_image=True`` also
+    keeps each image's curves (``image_curves`` [B, L, F], averaged over channels only; their
+    mean over images is ``curves``), for intervals over images.
     """
     if imgs.ndim != 4 or imgs.shape[0] == 0:
         raise ValueError(f"expected images [B, C, H, W] with B >= 1, got {list(imgs.shape)}")
     device = next(model.parameters()).device
-    total, names = None, None
+    total, names, images = None, None, []
     with eval_mode(model):
         for start in range(0, imgs.shape[0], batch_size):
             x = imgs[start:start + batch_size].to(device)
@@ -178,6 +192,8 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
             # sum of log amplitudes over images and channels, per layer: [L, h, h]
             spec = torch.stack([mean_log_amplitude(token_grid(f), eps) * f.shape[0] for f in feats])
             total = spec if total is None else total + spec
+            if per_image:  # [b, L, F]
+                images.append(torch.stack([_image_curves(f, eps, convention) for f in feats], 1))
     mean = total / imgs.shape[0]
     curves = torch.stack([half_diagonal(s, convention) for s in mean])
     curves = curves - curves[:, :1]
@@ -186,4 +202,13 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
     depth = [(j + 1) / (n_blocks * per_block) for j in range(n_blocks * per_block)]
     depth += [float("nan")] * (len(names) - len(depth))
     return FrequencyResponse(curves=curves, freqs=diagonal_frequencies(mean.shape[-1], convention),
-                             names=names, depth=torch.tensor(depth, dtype=torch.float64))
+                             names=names, depth=torch.tensor(depth, dtype=torch.float64),
+                             image_curves=torch.cat(images) if per_image else None)
+
+
+def _image_curves(tokens: torch.Tensor, eps: float, convention: str) -> torch.Tensor:
+    """tokens [b, 1+N, C] -> [b, F]: each image's Δ log amplitude (mean over channels)."""
+    amp = torch.fft.fft2(token_grid(tokens).double()).abs()
+    spec = torch.fft.fftshift(torch.log(amp + eps), dim=(-2, -1)).mean(dim=1)  # [b, h, h]
+    curves = torch.stack([half_diagonal(s, convention) for s in spec])
+    return curves - curves[:, :1]

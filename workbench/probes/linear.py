@@ -47,19 +47,45 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def linear_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
-                    C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> float:
-    """Test accuracy of a multinomial logistic regression on standardised features [n, D]."""
-    from sklearn.linear_model import LogisticRegression
+PROBE_CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried by cross-validation
+CV_FOLDS = 5
+
+
+def linear_predictions(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
+                       C: float | str = "cv", max_iter: int = 1000, seed: int = 0) -> np.ndarray:
+    """Predicted labels [n_test] of a multinomial logistic regression on standardised features.
+    ``C="cv"`` (default) picks the inverse L2 strength from :data:`PROBE_CS` by stratified
+    5-fold cross-validation on the training set only; a number fixes it."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if len(np.unique(ytr)) < 2:
+    classes, counts = np.unique(ytr, return_counts=True)
+    if classes.size < 2:
         raise ValueError("the training set needs at least two classes")
-    clf = make_pipeline(StandardScaler(),
-                        LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-    clf.fit(xtr, ytr)
-    return float(clf.score(xte, yte))
+    if C == "cv":
+        folds = min(CV_FOLDS, int(counts.min()))
+        if folds < 2:
+            raise ValueError(f"cross-validating C needs >= 2 training images per class; the "
+                             f"smallest class has {int(counts.min())} (pass a number as C)")
+        clf = LogisticRegressionCV(Cs=list(PROBE_CS), l1_ratios=(0.0,), scoring="accuracy",
+                                   cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                                   max_iter=max_iter, random_state=seed,
+                                   use_legacy_attributes=False)
+    elif isinstance(C, (int, float)) and C > 0:
+        clf = LogisticRegression(C=float(C), max_iter=max_iter, random_state=seed)
+    else:
+        raise ValueError(f"C must be 'cv' or a positive number, got {C!r}")
+    model = make_pipeline(StandardScaler(), clf)
+    model.fit(xtr, ytr)
+    return model.predict(xte)
+
+
+def linear_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+                    C: float | str = "cv", max_iter: int = 1000, seed: int = 0) -> float:
+    """Test accuracy of :func:`linear_predictions` on features [n, D]."""
+    return float(np.mean(linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte))
 
 
 def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
@@ -80,12 +106,21 @@ def _features(model, train, test, pool: str, batch_size: int):
             *extract_features(model, test, pool, batch_size))
 
 
-def linear_probe(model, train, test, pool: str = "cls", C: float = 1.0, max_iter: int = 1000,
-                 batch_size: int = 256, seed: int = 0) -> float:
-    """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn, L2 strength
-    ``1/C``) trained on standardised frozen features of ``train``. ``train`` / ``test``: an
-    (imgs, labels) pair of tensors or an iterable of such batches."""
-    return linear_accuracy(*_features(model, train, test, pool, batch_size), C, max_iter, seed)
+def linear_probe(model, train, test, pool: str = "cls", C: float | str = "cv",
+                 max_iter: int = 1000, batch_size: int = 256, seed: int = 0) -> float:
+    """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn; L2 strength
+    ``1/C``, chosen by cross-validation by default) trained on standardised frozen features of
+    ``train``. ``train`` / ``test``: an (imgs, labels) pair of tensors or an iterable of such
+    batches."""
+    return float(probe_correct(model, train, test, pool, C, max_iter, batch_size, seed).mean())
+
+
+def probe_correct(model, train, test, pool: str = "cls", C: float | str = "cv",
+                  max_iter: int = 1000, batch_size: int = 256, seed: int = 0) -> np.ndarray:
+    """Per test image, whether :func:`linear_probe`'s classifier gets it right ([n_test] bool):
+    the paired data for comparing two models on the same test images."""
+    xtr, ytr, xte, yte = _features(model, train, test, pool, batch_size)
+    return linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte
 
 
 def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: int = 256) -> float:

@@ -138,6 +138,8 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs = RunOutputs(files, dd, state.step if resumed else None)
     held.callback(outputs.close)
     outputs.open(cfg, mcfg, state.step)
+    if not resumed and state.raw.has_fusion:  # the initial weights: where the fusion moves from
+        outputs.log(fusion_record(state))
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
     held.callback(stopper.restore)  # the previous handlers come back however the run ends
@@ -190,10 +192,14 @@ def log_record(state: TrainState, cfg: TrainConfig, lr: float, loss: float, ips:
     layers its normalised fusion weights."""
     record = {"step": state.step, "loss": loss, "lr": lr, "images_per_s": ips,
               "epoch": state.step * cfg.batch_size / num_items}
-    if state.raw.has_fusion:
-        record["fusion_weights"] = [float(w) for w in state.raw.fusion_weights()]
-        record["fused_layers"] = state.raw.fused_layers
-    return record
+    return {**record, **fusion_record(state)} if state.raw.has_fusion else record
+
+
+def fusion_record(state: TrainState) -> dict:
+    """The step and normalised fusion weights over the fused layers (logged at step 0 too)."""
+    return {"step": state.step,
+            "fusion_weights": [float(w) for w in state.raw.fusion_weights()],
+            "fused_layers": state.raw.fused_layers}
 
 
 def progress_bar(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, stop: int, step: int):
