@@ -34,7 +34,7 @@ figures: $(STAMP)
 	$(PY) analysis/make_figures.py
 
 # The evidence profile: the claims over seeds, minibatches and mask ratios (analysis/evidence.py;
-# about 45 min on 2 CPU cores, resumable: run it again after an interruption).
+# about 50 min on 2 CPU cores, resumable: run it again after an interruption).
 # EVIDENCE_PROFILE=gpu scales the same plan up on a GPU.
 EVIDENCE_PROFILE ?= cpu
 evidence: $(STAMP)

@@ -55,11 +55,21 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+# Bumped when what a run writes changes, so older runs are retrained rather than reused
+# (2: MFF runs log their initial fusion weights at step 0).
+RUN_FORMAT = 2
+
+
 def train_request(kind: str, steps: int | None, extra: list[str]) -> list[str]:
     cmd = ["train", "--model", kind, "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
     if steps is not None:
         cmd += ["--steps", str(steps)]
     return cmd + extra
+
+
+def request_record(kind: str, steps: int | None, extra: list[str]) -> dict:
+    """What ``figures-request.json`` holds: the training command and the run format."""
+    return {"request": train_request(kind, steps, extra), "run_format": RUN_FORMAT}
 
 
 def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
@@ -68,13 +78,13 @@ def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tupl
     from workbench.io import run_files
 
     out = runs / f"{kind}-tiny"
-    request = train_request(kind, steps, extra)
+    record = request_record(kind, steps, extra)
     marker = out / "figures-request.json"
     ckpt = run_files(out).checkpoint
-    if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == request:
+    if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == record:
         print(f"[figures] reusing {ckpt} (same training request)")
         return ckpt, None
-    return ckpt, [sys.executable, "-m", "workbench", *request, "--out", str(out)]
+    return ckpt, [sys.executable, "-m", "workbench", *record["request"], "--out", str(out)]
 
 
 def ensure_runs(kinds: list[str], runs: Path, steps: int | None, extra: list[str],
@@ -97,7 +107,7 @@ def ensure_runs(kinds: list[str], runs: Path, steps: int | None, extra: list[str
             if proc.wait() != 0:
                 raise RuntimeError(f"training the tiny {kind} model into {out} failed "
                                    f"(exit {proc.returncode}); see its messages above")
-            (out / "figures-request.json").write_text(json.dumps(train_request(kind, steps, extra)))
+            (out / "figures-request.json").write_text(json.dumps(request_record(kind, steps, extra)))
     return {k: ckpt for k, (ckpt, _) in plans.items()}
 
 

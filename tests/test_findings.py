@@ -204,3 +204,26 @@ def test_claims_round_trip_and_report():
     assert len(d["ci"]) == 2 and Claim.from_dict(d) == c
     text = findings.findings_markdown([c], "quick", "one seed")
     assert "quick profile" in text and "1 held" in text and "images 60" in text
+
+
+def test_forest_plot_marks_the_paper_side_and_the_verdict():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from workbench import plots
+
+    rng = np.random.default_rng(8)
+    held = findings.mff_flatter_hessian(np.exp(rng.normal(3, 0.1, (16, 5))),
+                                        np.exp(rng.normal(2.5, 0.1, (16, 5))))  # less: paper "<"
+    unknown = findings.fusion_moves_shallow(history([[0.25] * 4, [0.3, 0.3, 0.2, 0.2]]))
+    fig = plots.forest_figure([held, unknown.to_dict()])  # claims or their dicts
+    axes = fig.axes
+    assert len(axes) == 2
+    for ax, c in zip(axes, (held, unknown)):
+        span = ax.patches[0]  # the shaded span: the paper's side of 0
+        x0, x1 = sorted((span.get_x(), span.get_x() + span.get_width()))
+        assert (x1 <= 1e-12 if c.direction == "less" else x0 >= -1e-12), (x0, x1)
+        assert c.verdict in ax.get_title(loc="left")
+        assert ax.get_title(loc="left").startswith(c.source)
+    assert len(axes[0].lines) == 3  # zero line, interval, effect
+    assert len(axes[1].lines) == 2  # one seed: no interval to draw

@@ -44,7 +44,10 @@ def test_mask_ratio_sweep_trains_measures_and_reuses(tmp_path):
     assert d["ratios"] == [0.5, 0.75] and set(d["linear_probe"]) == {"0.5", "0.75"}
     assert d["loss_at_075"]["0.5"] == sweep.loss_at_075[0.5]
     assert list(sweep.loss_curves) == ["loss at own ratio", "loss at 0.75"]
-    assert findings.high_mask_ratio_best(sweep.ratios, sweep.accuracies).held in (True, False)
+    assert sweep.correct_matrix.shape == (2, 24) and sweep.probe_data == "shapes"
+    assert sweep.accuracies == pytest.approx(sweep.correct_matrix.mean(1).tolist())
+    assert findings.high_mask_ratio_best(sweep.ratios, sweep.correct_matrix).verdict in \
+        findings.VERDICTS
     # run again: the finished runs are reused, and the numbers are the same
     again = mask_ratio_sweep([0.5, 0.75], **kw)
     assert again.to_dict() == sweep.to_dict()

@@ -22,6 +22,8 @@ def test_items_are_a_function_of_seed_split_and_index(train_ds):
     assert torch.equal(a, b)
     assert not torch.equal(a, BuiltinShapes(S, "train", False, seed=1)[5][0])
     assert not torch.equal(a, BuiltinShapes(S, "heldout", False)[5][0])
+    held = BuiltinShapes(S, "heldout", False)
+    assert train_ds.item(5).centre != held.item(5).centre  # the splits draw apart
     assert not torch.equal(a, train_ds[13][0])  # same class, another draw
     far = train_ds[10**9][0]  # unlimited: any index renders
     assert far.shape == (3, S, S) and torch.isfinite(far).all()
@@ -107,6 +109,12 @@ def test_labels_are_shape_not_colour():
     chance = 1 / len(SHAPE_CLASSES)
     colour = score(colour_features(xtr), colour_features(xte))
     assert colour < 2 * chance, colour
+    # control: the same colour probe is not too weak -- it does solve photo identity
+    ptr, ltr = fixed_batch("builtin", S, n_tr, "train", 0)
+    pte, lte = fixed_batch("builtin", S, n_te, "heldout", 0)
+    photo = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
+        colour_features(ptr), ltr.numpy()).score(colour_features(pte), lte.numpy())
+    assert photo > 3 / 15, photo  # 15 photos: chance 1/15
     # the same items' masks (fixed_batch draws indices by a seeded permutation: redo it)
     order_tr = torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:n_tr].tolist()
     order_te = torch.randperm(len(te), generator=torch.Generator().manual_seed(0))[:n_te].tolist()

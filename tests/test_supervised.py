@@ -29,8 +29,8 @@ def test_classifier_reads_the_fused_tokens():
 
 
 def test_supervised_run_logs_weights_and_learns_the_labels():
-    cfg = SupervisedFusionConfig(model_overrides=SMALL, steps=12, batch_size=16, lr=3e-3,
-                                 warmup=2, log_every=4, progress=False)
+    cfg = SupervisedFusionConfig(model_overrides=SMALL, data="builtin", steps=12, batch_size=16,
+                                 lr=3e-3, warmup=2, log_every=4, progress=False)
     r = train_supervised_fusion(cfg)
     assert r.num_classes == 15  # the built-in photos
     assert r.history.steps.tolist() == [0, 4, 8, 12]
@@ -67,5 +67,21 @@ def test_supervised_claim_reads_the_last_layer():
                               layers)
     shallow_wins = FusionHistory(torch.tensor([0, 10]),
                                  torch.tensor([[1 / 3] * 3, [0.5, 0.3, 0.2]]), layers)
-    assert findings.supervised_fusion_favors_last(last_wins).held is True
-    assert findings.supervised_fusion_favors_last(shallow_wins).held is False
+    def seeds(h, n=3):  # the same run, a little different per seed
+        return [FusionHistory(h.steps, h.weights + 0.01 * i * torch.tensor([-1.0, 0.0, 1.0]),
+                              layers) for i in range(n)]
+    assert findings.supervised_fusion_favors_last(seeds(last_wins)).verdict == "held"
+    assert findings.supervised_fusion_favors_last(seeds(shallow_wins)).verdict == "not held"
+    assert findings.supervised_fusion_favors_last(last_wins).verdict == "inconclusive"  # 1 seed
+
+
+def test_matching_copies_the_pretraining_run():
+    from workbench.training import TrainConfig
+
+    run = TrainConfig(kind="mff", preset="tiny", seed=3, model_overrides={"depth": 4,
+                                                                         "mask_ratio": 0.6})
+    cfg = SupervisedFusionConfig.matching(run, batch_size=16)
+    # the tiny preset's 300 steps, peak lr 4e-3 * 64 / 256, 5 % warmup; the batch overridden
+    assert (cfg.steps, cfg.lr, cfg.warmup, cfg.seed, cfg.batch_size) == (300, 1e-3, 15, 3, 16)
+    assert cfg.model_overrides == {"depth": 4} and cfg.data == "shapes"
+    assert SupervisedFusionConfig.matching(TrainConfig(lr=5e-4, steps=40)).lr == 5e-4

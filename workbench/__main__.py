@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", dest="kind", choices=sorted(MODEL_KINDS), default="mff",
                    help="model kind")
     t.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    t.add_argument("--data", default="builtin", help="'builtin' or an image folder ROOT/<class>/")
+    t.add_argument("--data", default="builtin", help="'builtin' (photo tiles), 'shapes' (labelled "
+                   "shapes) or an image folder ROOT/<class>/")
     t.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     t.add_argument("--batch-size", type=int, help="global batch size (default: the preset's)")
     t.add_argument("--out", help="run directory (default: runs/<model>-<preset>)")

@@ -168,14 +168,35 @@ class Claim(AsDict):
     def held(self) -> bool | None:
         return {"held": True, "not held": False}.get(self.verdict)
 
+    def to_dict(self) -> dict:
+        """JSON-ready, with a missing interval or p (n too small) as null, not NaN."""
+        d = super().to_dict()
+        d["ci"] = [_finite_or_none(x) for x in d["ci"]]
+        d["p"], d["effect"] = _finite_or_none(d["p"]), _finite_or_none(d["effect"])
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> "Claim":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def _seeds(x) -> list:
-    """One probe output or a list of them (one per seed) -> a list."""
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+def _finite_or_none(x):
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _seeds(x, ndim: int | None = None) -> list:
+    """One probe output or a list of them (one per seed) -> a list. For array inputs ``ndim`` is
+    the number of dimensions of one seed's values, so that a plain list of numbers (e.g. read
+    from JSON) counts as one seed, and a list of such lists as several."""
+    if not isinstance(x, (list, tuple)):
+        return [x]
+    if ndim is not None:
+        try:
+            if np.asarray(x, dtype=float).ndim == ndim:
+                return [x]
+        except (TypeError, ValueError):  # ragged: seeds of different sizes
+            pass
+    return list(x)
 
 
 ONE_SEED_NOTE = ("one training seed: the interval covers the {unit} drawn, not training "
@@ -313,7 +334,7 @@ def mff_flatter_hessian(mae_eigs, mff_eigs) -> Claim:
     minibatch: the mean over the top k of log(|λ_i MFF| / |λ_i MAE|), both models on the same
     minibatches and masks."""
     samples, ks, a_med, b_med = [], set(), [], []
-    for a, b in zip(_seeds(mae_eigs), _seeds(mff_eigs), strict=True):
+    for a, b in zip(_seeds(mae_eigs, 2), _seeds(mff_eigs, 2), strict=True):
         a = torch.as_tensor(a, dtype=torch.float64).abs().numpy()  # [batches, k]
         b = torch.as_tensor(b, dtype=torch.float64).abs().numpy()
         if np.any(a == 0) or np.any(b == 0):
@@ -334,7 +355,7 @@ def mff_better_linear_probe(mae_correct, mff_correct, what: str = "linear probe"
     """MFF's headline: +1.8 linear-probe points at 300 epochs (ViT-B). Inputs: per-image
     correctness (0/1) of each model's probe on the same test images, one array per seed."""
     samples, accs = [], []
-    for a, b in zip(_seeds(mae_correct), _seeds(mff_correct), strict=True):
+    for a, b in zip(_seeds(mae_correct, 1), _seeds(mff_correct, 1), strict=True):
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
         samples.append(_paired_rows(a, b, what))
         accs.append((a.mean(), b.mean()))
@@ -356,7 +377,7 @@ def high_mask_ratio_best(ratios, correct) -> Claim:
     if not high.any() or not low.any():
         raise ValueError(f"the sweep needs ratios both below {HIGH_RATIOS[0]} and in "
                          f"{list(HIGH_RATIOS)}, got {ratios.tolist()}")
-    mats = [np.asarray(c, dtype=float) for c in _seeds(correct)]
+    mats = [np.asarray(c, dtype=float) for c in _seeds(correct, 2)]
     for m in mats:
         if m.ndim != 2 or m.shape[0] != ratios.size:
             raise ValueError(f"correctness must be [ratios={ratios.size}, images], got "
@@ -400,8 +421,8 @@ def _listed(values: Sequence[float], fmt: str = "+.3f") -> str:
 
 
 # ----------------------------------------------------------------------------- the report
-def _number(x: float) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
+def _number(x: float | None) -> str:
+    return "–" if _finite_or_none(x) is None else f"{x:.3g}"
 
 
 def claim_row(c: Claim) -> str:

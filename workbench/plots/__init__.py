@@ -220,8 +220,7 @@ def forest_figure(claims: Sequence[Any], title: str | None = None):
         raise ValueError("no claims to draw")
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.85 * len(rows) + 0.9), squeeze=False)
     for ax, c in zip(axes[:, 0], rows):
-        lo, hi = (float("nan") if x is None else float(x) for x in c["ci"])
-        effect = float(c["effect"])
+        lo, hi, effect = (float("nan") if x is None else float(x) for x in (*c["ci"], c["effect"]))
         finite = [v for v in (lo, hi, effect, 0.0) if np.isfinite(v)]
         span = max(max(abs(v) for v in finite), 1e-12) * 1.3
         ax.set_xlim(-span, span)
@@ -231,7 +230,8 @@ def forest_figure(claims: Sequence[Any], title: str | None = None):
         color = VERDICT_COLORS.get(c["verdict"], "k")
         if np.isfinite(lo) and np.isfinite(hi):
             ax.plot([lo, hi], [0, 0], color=color, lw=2.5)
-        ax.plot([effect], [0], "o", color=color, ms=7)
+        if np.isfinite(effect):
+            ax.plot([effect], [0], "o", color=color, ms=7)
         sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items())
         ax.set_yticks([])
         ax.set_title(f"{c['source']}: {c['claim']}  —  {c['verdict']} ({sizes})", fontsize=8,

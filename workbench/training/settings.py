@@ -27,7 +27,7 @@ class TrainConfig:
     kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.config.MODEL_KINDS)
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
-    data: str = "builtin"  # "builtin" or an image folder
+    data: str = "builtin"  # "builtin" photos, "shapes", or an image folder
     steps: int | None = None  # optimizer steps (schedule length)
     stop_after: int | None = None  # stop early at this step (checkpointed), schedule unchanged
     batch_size: int | None = None  # global batch, over all ranks and accumulation steps

@@ -1,0 +1,73 @@
+"""The evidence profile's plan, run end to end at the smoke sizes, and resumed."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench import findings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+import evidence  # noqa: E402
+
+
+def test_plan_covers_every_claim_input():
+    p = evidence.PROFILES["cpu"]
+    jobs = evidence.plan(p)
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names))  # one result file per job
+    assert sum(j.stage == "pretrain" for j in jobs) == 2 * len(p.seeds) >= 6
+    assert sum(j.stage == "sweep" for j in jobs) == len(p.sweep_ratios) * len(p.sweep_seeds)
+    assert len(p.sweep_ratios) >= 6 and min(p.sweep_ratios) <= 0.1 and max(p.sweep_ratios) >= 0.9
+    assert p.hessian_batches * len(p.seeds) >= 32 and p.hessian_k == 5
+    for j in jobs:  # every input a job needs is a job of the plan
+        assert set(j.needs()) <= set(names)
+    measure = next(j for j in jobs if j.stage == "measure")
+    assert measure.needs() == ["pretrain-mae-seed0", "pretrain-mff-seed0"]
+
+
+def test_smoke_profile_runs_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert evidence.main(["--profile", "smoke", "--out", str(out), "--jobs", "2"]) == 0
+    claims = json.loads((out / "claims.json").read_text())
+    assert len(claims) == 8
+    for c in claims:
+        assert {"effect", "ci", "p", "n", "test", "verdict", "sizes"} <= c.keys()
+        assert c["verdict"] in findings.VERDICTS and len(c["ci"]) == 2
+    assert {c["sizes"]["seeds"] for c in claims} >= {2}  # the smoke profile's two seeds
+    report = (out / "findings.md").read_text()
+    assert report.startswith("# Findings") and "(smoke profile)" in report
+    assert "2 pretraining seeds" in report and (out / "forest.png").stat().st_size > 0
+    log = capsys.readouterr().out
+    assert "pretrain 4/4" in log and "measure 2/2" in log  # a line per job and stage
+    # again: every job is done, nothing runs, the same claims come out
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "jobs").iterdir()}
+    assert evidence.main(["--profile", "smoke", "--out", str(out)]) == 0
+    assert "14 of 14 jobs already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "jobs").iterdir()} == before
+    assert json.loads((out / "claims.json").read_text()) == claims
+    # a lost result is redone alone, from the finished training run
+    (out / "jobs" / "measure-seed1.json").unlink()
+    assert evidence.main(["--profile", "smoke", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "13 of 14 jobs already done" in log and "measure 2/2: measure-seed1" in log
+    assert json.loads((out / "claims.json").read_text()) == claims
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    from workbench.io import file_lock
+
+    out = tmp_path / "ev"
+    with file_lock(out / ".lock", 0, holder="test"):
+        assert evidence.main(["--profile", "smoke", "--out", str(out)]) == 1
+    assert "held by another evidence run" in capsys.readouterr().err
+    assert not (out / "jobs").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("bad", [["--jobs", "0"], ["--profile", "nope"]])
+def test_bad_arguments_are_named(bad, capsys):
+    with pytest.raises(SystemExit):
+        evidence.main(bad)
+    assert bad[0] in capsys.readouterr().err
