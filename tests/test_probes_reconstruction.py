@@ -64,9 +64,11 @@ def test_seed_determinism(model):
 
 
 def test_norm_pix_unnormalisation_by_hand(model):
+    """The oracle option: each masked patch with its own true mean and variance."""
     assert model.cfg.norm_pix_loss
     imgs = photos(1)
-    res = reconstruct(model, imgs, seed=0)
+    res = reconstruct(model, imgs, seed=0, stats="oracle")
+    assert res.stats == "oracle"
     with torch.no_grad():
         pred = model.eval()(imgs, mask_ratio=0.75, seed=0).pred  # [1, 16, 48] normalised
     n = int(res.mask[0].nonzero()[0])  # a masked patch
@@ -81,6 +83,37 @@ def test_norm_pix_unnormalisation_by_hand(model):
     assert torch.allclose(got, by_hand, atol=1e-5)
 
 
+def test_default_reconstruction_does_not_see_the_masked_pixels(model):
+    """With the same mask, replacing the masked patches' pixels by anything else leaves the
+    default reconstruction unchanged; the oracle view changes (it reads them)."""
+    imgs = photos(3)
+    res = reconstruct(model, imgs, seed=0)
+    assert res.stats == "visible"
+    noise = torch.randn(imgs.shape, generator=torch.Generator().manual_seed(1)) * 3
+    swapped = torch.where(res.patch_mask.bool(), noise, imgs)
+    again = reconstruct(model, swapped, seed=0)
+    assert torch.equal(again.mask, res.mask)
+    assert torch.allclose(again.reconstruction, res.reconstruction, atol=1e-6)
+    oracle = [reconstruct(model, x, seed=0, stats="oracle").reconstruction for x in (imgs, swapped)]
+    assert not torch.allclose(*oracle, atol=1e-3)
+
+
+def test_visible_statistics_by_hand():
+    """A masked patch gets the Gaussian-weighted mean of its visible neighbours' statistics."""
+    from workbench.probes.reconstruction import visible_patch_stats
+
+    target = torch.arange(4.0).repeat_interleave(3).reshape(1, 4, 3) * torch.tensor([1.0, 2, 3])
+    mask = torch.tensor([[0, 1, 0, 0]])  # 2 x 2 grid, patch 1 masked
+    mean, var = visible_patch_stats(target, mask, grid=2, sigma=1.0)
+    means, vars_ = target.mean(-1), target.var(-1)
+    w = torch.exp(-torch.tensor([1.0, 2.0, 1.0]) / 2)  # patch 1 to patches 0, 2, 3: d² = 1, 2, 1
+    assert mean[0, 1, 0] == pytest.approx(float((w * means[0, [0, 2, 3]]).sum() / w.sum()))
+    assert var[0, 1, 0] == pytest.approx(float((w * vars_[0, [0, 2, 3]]).sum() / w.sum()))
+    assert torch.equal(mean[0, [0, 2, 3], 0], means[0, [0, 2, 3]])  # visible: their own
+    with pytest.raises(ValueError, match="stats must be"):
+        reconstruct(build_model("mae", **SMALL), photos(1), stats="truth")
+
+
 def test_pixel_target_model_is_not_unnormalised():
     torch.manual_seed(0)
     model = build_model("mae", **SMALL, norm_pix_loss=False)
@@ -90,6 +123,7 @@ def test_pixel_target_model_is_not_unnormalised():
         pred = model.eval()(imgs, mask_ratio=0.75, seed=0).pred
     assert torch.allclose(res.reconstruction, (model.unpatchify(pred) * STD + MEAN).clamp(0, 1),
                           atol=1e-6)
+    assert res.stats == "pixels"
 
 
 def test_bad_input_and_mode_restored(model):

@@ -39,6 +39,7 @@ def test_slider_changes_mask_count_and_image(models, imgs):
     assert app.masked_count == 16 - int(16 * 0.75)
     assert app.image.value != before
     assert "4/16 patches masked" in app.status.value
+    assert "visible-patch statistics" in app.status.value  # says what it shows
     shown = app.image.value
     app.index.value = 2  # another image, same ratio
     assert app.image.value != shown and app.masked_count == 4

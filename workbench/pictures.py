@@ -71,3 +71,18 @@ def png_bytes(picture: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="png", compress_level=1)
     return buf.getvalue()
+
+
+STATS_CAPTIONS = {"visible": "norm-pix target, un-normalised with visible-patch statistics",
+                  "oracle": "norm-pix target, ORACLE statistics of the true masked patches",
+                  "pixels": "pixel target"}
+
+
+def stats_caption(stats: Mapping[str, str]) -> str:
+    """What each reconstruction shows: its target and how it was un-normalised (models that
+    share it are named together)."""
+    groups: dict[str, list[str]] = {}
+    for name, how in stats.items():
+        groups.setdefault(how, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {STATS_CAPTIONS.get(how, how)}"
+                     for how, names in groups.items())

@@ -13,7 +13,7 @@ import ipywidgets as W
 import torch
 
 from .config import MASK_STRATEGIES
-from .pictures import COLUMNS, compose_rows, png_bytes
+from .pictures import COLUMNS, compose_rows, png_bytes, stats_caption
 from .probes import reconstruct
 
 
@@ -75,7 +75,9 @@ class ReconstructionExplorer:
             f"<b>{n}</b></div>" for n in self.results)
         losses = ", ".join(f"{n} loss {float(r.loss):.3f}" for n, r in self.results.items())
         self.status.value = (f"{self.masked_count}/{first.mask.shape[1]} patches masked · "
-                             f"{losses} · {self.last_ms:.0f} ms")
+                             f"{losses} · {self.last_ms:.0f} ms<br><small>"
+                             f"{stats_caption({n: r.stats for n, r in self.results.items()})}"
+                             f"</small>")
 
     def latency(self, ratios: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
                 repeats: int = 4) -> dict:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..pictures import COLUMNS, image_hwc
+from ..pictures import COLUMNS, image_hwc, stats_caption
 from ..results import to_jsonable
 
 
@@ -70,8 +70,8 @@ def reconstruction_figure(results: Mapping[str, Any], indices: Sequence[int] | N
                 ax.set_title(label, fontsize=9)
         masked = int(res.mask[i].sum())
         axes[r, 0].set_ylabel(f"{n}\n{masked}/{res.mask.shape[1]} masked", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    note = stats_caption({n: r.stats for n, r in results.items()})
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10 if title else 8)
     return fig
 
 

@@ -20,6 +20,7 @@ class Reconstruction:
     mask: torch.Tensor  # [B, N] 1 = masked
     loss: float  # the model's loss on this batch (MSE on masked patches, its own targets)
     patch_mask: torch.Tensor  # [B, 1, H, W] the mask at pixel resolution (1 = masked)
+    stats: str = "visible"  # un-normalisation: "visible" | "oracle" | "pixels" (plain-pixel model)
 
 
 def to_display(imgs: torch.Tensor) -> torch.Tensor:
@@ -27,33 +28,73 @@ def to_display(imgs: torch.Tensor) -> torch.Tensor:
     return unnormalize(imgs)
 
 
-def unnormalize_patches(model, pred: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
+PATCH_STATS = ("visible", "oracle")  # how a norm-pix model's predictions are un-normalised
+NEIGHBOUR_SIGMA = 1.5  # patches: the reach of the visible neighbours' statistics
+
+
+def visible_patch_stats(target: torch.Tensor, mask: torch.Tensor, grid: int,
+                        sigma: float = NEIGHBOUR_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance [B, N, 1] for every patch from *visible* patches only: a visible patch
+    keeps its own; a masked one gets the Gaussian-weighted (``sigma`` patches) average of its
+    visible neighbours' means and variances. ``target`` [B, N, p*p*C], ``mask`` [B, N] 1 = masked.
+    No pixel of a masked patch enters any statistic."""
+    mean = target.mean(dim=-1)  # [B, N]
+    var = target.var(dim=-1)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(target)  # [N, 2]
+    weight = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * sigma ** 2))  # [N, N]
+    visible = 1.0 - mask.to(target)  # [B, N]
+    w = weight[None] * visible[:, None, :]  # [B, N, N]: patch n <- visible patch v
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    near_mean = (w * mean[:, None, :]).sum(-1)
+    near_var = (w * var[:, None, :]).sum(-1)
+    hidden = mask.bool()
+    return (torch.where(hidden, near_mean, mean)[..., None],
+            torch.where(hidden, near_var, var)[..., None])
+
+
+def unnormalize_patches(model, pred: torch.Tensor, imgs: torch.Tensor,
+                        mask: torch.Tensor | None = None, stats: str = "visible") -> torch.Tensor:
     """Predicted patches [B, N, p*p*C] -> pixel patches (ImageNet-normalised space).
 
-    For a ``norm_pix_loss`` model the decoder predicts each patch normalised by its own mean and
-    variance, so the prediction is mapped back with the statistics of the *true* patch, as in the
-    official MAE visualisation: ``pixels = pred · sqrt(var + 1e-6) + mean``, where mean and var
-    (unbiased, as in the loss) are taken over the p*p*C values of the original patch. Other models
-    predict pixels directly and are returned unchanged.
+    A ``norm_pix_loss`` model predicts each patch normalised by its own mean and variance, so the
+    prediction must be mapped back with some mean and variance: ``pixels = pred · sqrt(var +
+    1e-6) + mean``.
+
+    * ``stats="visible"`` (default): from the visible patches only (:func:`visible_patch_stats`;
+      needs ``mask``): what the model could know. Nothing of a masked patch's truth enters.
+    * ``stats="oracle"``: each patch's *true* mean and variance, as the official MAE
+      visualisation does ("oracle patch statistics"): the masked patches' true colour and
+      contrast leak into the picture, so even an untrained model seems to reconstruct.
+
+    Models trained on plain pixels are returned unchanged.
     """
+    if stats not in PATCH_STATS:
+        raise ValueError(f"stats must be one of {PATCH_STATS}, got {stats!r}")
     if not model.cfg.norm_pix_loss:
         return pred
     target = model.patchify(imgs.float())
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
+    if stats == "oracle":
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+    else:
+        if mask is None:
+            raise ValueError("stats='visible' needs the mask (1 = masked) to know what is visible")
+        mean, var = visible_patch_stats(target, mask, model.cfg.grid_size)
     return pred.float() * (var + 1e-6) ** 0.5 + mean
 
 
 @torch.no_grad()
 def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
-                mask_strategy: str = "random", seed: int = 0, fill: float = 0.5) -> Reconstruction:
+                mask_strategy: str = "random", seed: int = 0, fill: float = 0.5,
+                stats: str = "visible") -> Reconstruction:
     """Mask ``imgs`` [B, 3, H, W] (ImageNet-normalised) with a seeded mask and reconstruct them.
 
     Runs in eval mode without gradients (the model's mode is restored). All images come back in
     display space ([0, 1], un-normalised with the ImageNet statistics, clamped). For
-    ``norm_pix_loss`` models each predicted patch is un-normalised with the mean and variance of
-    the true patch (see :func:`unnormalize_patches`) -- so the reconstruction borrows each masked
-    patch's mean colour and contrast from the original, exactly as the official MAE demo does.
+    ``norm_pix_loss`` models each predicted patch is un-normalised with statistics from the
+    visible patches (default), or with the true patch's (``stats="oracle"``, as the official MAE
+    demo: the masked patches' mean colour and contrast then come from the original); see
+    :func:`unnormalize_patches`. ``Reconstruction.stats`` says which.
     ``masked`` shows masked patches filled with the grey level ``fill``. The same ``seed`` gives
     the same mask; ``pasted`` equals ``original`` exactly on visible patches.
     """
@@ -65,7 +106,8 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
         param = next(model.parameters())
         imgs = imgs.to(param.device, param.dtype)
         out = model(imgs, mask_ratio=ratio, mask_strategy=strategy, seed=seed)
-    recon = model.unpatchify(unnormalize_patches(model, out.pred, imgs).to(imgs.dtype))
+    recon = model.unpatchify(unnormalize_patches(model, out.pred, imgs, out.mask, stats)
+                             .to(imgs.dtype))
     p = model.cfg.patch_size
     g = model.cfg.grid_size
     pix = out.mask.reshape(-1, 1, g, g).repeat_interleave(p, 2).repeat_interleave(p, 3)  # [B,1,H,W]
@@ -75,4 +117,5 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
     masked = torch.where(hidden, torch.full_like(original, fill), original)
     pasted = torch.where(hidden, reconstruction, original)
     return Reconstruction(original=original, masked=masked, reconstruction=reconstruction,
-                          pasted=pasted, mask=out.mask, loss=float(out.loss), patch_mask=pix)
+                          pasted=pasted, mask=out.mask, loss=float(out.loss), patch_mask=pix,
+                          stats=stats if model.cfg.norm_pix_loss else "pixels")
