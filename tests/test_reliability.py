@@ -627,3 +627,25 @@ def test_notebook_reports_a_half_written_checkpoint(tmp_path):
     assert record["status"] == "failed"
     assert "CheckpointError" in record["error"] and "truncated or corrupt" in record["error"]
     assert str(mff) in record["error"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_run_files_get_the_users_normal_permissions(tmp_path, umask, mode):
+    """Atomic writes (checkpoint, config, gallery files) get the mode a plain open() would give
+    -- 0644 under the usual umask, not mkstemp's 0600 -- and still follow a stricter umask."""
+    from workbench.io import atomic_write_text, default_file_mode
+
+    old = os.umask(umask)
+    try:
+        assert default_file_mode() == mode
+        atomic_write_text(tmp_path / "a.json", "{}")
+        run = tmp_path / f"run{umask}"
+        train(TrainConfig(kind="mff", preset="tiny", model_overrides=dict(
+            img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32,
+            decoder_depth=1, decoder_num_heads=2), steps=1, batch_size=8, out=str(run),
+            device="cpu", progress=False, snapshot_every=0, eval_images=4))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
+    for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+        assert (run / name).stat().st_mode & 0o777 == mode, name

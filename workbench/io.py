@@ -86,15 +86,32 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask (0o644 under the usual
+    022). Read from /proc where it can be, so the umask is never changed, even for a moment."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync, then rename it over ``path``:
     a reader sees the old file or the new one, never a partial one. If ``write`` fails the temporary
     file is removed and ``path`` is untouched; if the process is killed, a ``.<name>.*.tmp`` file
-    may stay behind, which :func:`remove_stale_temps` deletes (a run does so when it starts)."""
+    may stay behind, which :func:`remove_stale_temps` deletes (a run does so when it starts).
+    The file gets the mode a plain ``open()`` would give it (:func:`default_file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp's 0o600 would hide run files from others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
