@@ -168,9 +168,13 @@ def do_measure(job: Job, p: Profile, out: Path) -> dict:
 
     models = load_models({k: run_path(out, k, job.seed) for k in ("mae", "mff")})
     size = models["mae"].cfg.img_size
-    imgs, _ = fixed_batch(p.probe_data, size, p.frequency_images, "heldout", job.seed)
     train_set = fixed_batch(p.probe_data, size, p.probe_train, "train", job.seed)
-    test_set = fixed_batch(p.probe_data, size, p.probe_test, "heldout", job.seed)
+    # one held-out draw: fixed_batch takes the first n of a seeded permutation, so the frequency
+    # images are the first ones of the probe's test images
+    heldout = fixed_batch(p.probe_data, size, max(p.probe_test, p.frequency_images), "heldout",
+                          job.seed)
+    imgs = heldout[0][:p.frequency_images]
+    test_set = (heldout[0][:p.probe_test], heldout[1][:p.probe_test])
     return {"frequency": {k: frequency_response(m, imgs, sublayers=True, per_image=True).to_dict()
                           for k, m in models.items()},
             "probe_correct": {k: probe_correct(m, train_set, test_set, seed=job.seed).tolist()

@@ -47,8 +47,8 @@ SPLITS = ("train", "heldout")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm"}
 
-# (name, module, function): photographs shipped inside the installed packages (checked offline).
 BUILTIN_SETS = ("builtin", "shapes")  # the names build_dataset takes besides a folder
+# (name, module, function): photographs shipped inside the installed packages (checked offline).
 BUILTIN_SOURCES = (
     ("astronaut", "skimage", "astronaut"), ("camera", "skimage", "camera"),
     ("chelsea", "skimage", "chelsea"), ("coffee", "skimage", "coffee"),

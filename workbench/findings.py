@@ -276,6 +276,13 @@ def supervised_fusion_favors_last(histories) -> Claim:
                       f"{1 / len(w):.3f})", margins, direction="greater", unit="seeds")
 
 
+def _high_frequency_rows(r) -> np.ndarray:
+    """[images, layers] value at the highest frequency: per image when the response kept them,
+    else one row (the response's mean over images)."""
+    per_image = r.image_high_frequency
+    return np.asarray(per_image if per_image is not None else r.high_frequency[None], dtype=float)
+
+
 def _depth_slope(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """Least-squares slope over depth of [..., L] values (one slope per leading index)."""
     x = depth - depth.mean()
@@ -290,10 +297,7 @@ def shallow_layers_more_high_frequency(name: str, responses) -> Claim:
     for r in _seeds(responses):
         rows = r.block_rows
         depth = np.asarray(r.depth, dtype=float)[rows]
-        per_image = r.image_high_frequency
-        hf = np.asarray(per_image if per_image is not None else r.high_frequency[None],
-                        dtype=float)[:, rows]  # [images or 1, blocks]
-        samples.append(_depth_slope(hf, depth))
+        samples.append(_depth_slope(_high_frequency_rows(r)[:, rows], depth))
         firsts.append(float(r.high_frequency[rows[0]]))
         lasts.append(float(r.high_frequency[rows[-1]]))
     return make_claim("MFF §3 (Fig. 2)", f"{name}: shallow layers carry more high-frequency signal",
@@ -314,12 +318,8 @@ def mff_last_layer_less_high_frequency(mae, mff) -> Claim:
     Δ log amplitude at the highest frequency of the last block, paired on the same images."""
     samples, a_means, b_means = [], [], []
     for ra, rb in zip(_seeds(mae), _seeds(mff), strict=True):
-        def last_hf(r):
-            per_image = r.image_high_frequency
-            col = np.asarray(per_image if per_image is not None else r.high_frequency[None],
-                             dtype=float)
-            return col[:, r.last_block_row]
-        a, b = last_hf(ra), last_hf(rb)
+        a = _high_frequency_rows(ra)[:, ra.last_block_row]
+        b = _high_frequency_rows(rb)[:, rb.last_block_row]
         samples.append(_paired_rows(a, b, "last-layer frequency"))
         a_means.append(a.mean())
         b_means.append(b.mean())

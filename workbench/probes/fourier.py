@@ -56,18 +56,29 @@ def diagonal_frequencies(h: int, convention: str = "park-kim") -> torch.Tensor:
     return torch.arange(count, dtype=torch.float64) * 2.0 / h
 
 
+def image_log_amplitude(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """[B, C, h, w] -> [B, h, w]: log(|FFT2| + eps), zero frequency centred, mean over C."""
+    amp = torch.fft.fft2(maps.double()).abs()
+    return torch.fft.fftshift(torch.log(amp + eps), dim=(-2, -1)).mean(dim=1)
+
+
 def mean_log_amplitude(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """[B, C, h, w] -> [h, w]: log(|FFT2| + eps), zero frequency centred, mean over B and C."""
-    amp = torch.fft.fft2(maps.double()).abs()
-    return torch.fft.fftshift(torch.log(amp + eps), dim=(-2, -1)).mean(dim=(0, 1))
+    return image_log_amplitude(maps, eps).mean(dim=0)
 
 
 def half_diagonal(spectrum: torch.Tensor, convention: str = "park-kim") -> torch.Tensor:
-    """[h, h] centred spectrum -> [F] values from the centre along the diagonal."""
+    """[..., h, h] centred spectra -> [..., F] values from the centre along the diagonal."""
     h = spectrum.shape[-1]
     c = h // 2
-    diag = torch.diagonal(spectrum)
-    return diag[c:] if convention == "park-kim" else diag[:c + 1].flip(0)
+    diag = torch.diagonal(spectrum, dim1=-2, dim2=-1)
+    return diag[..., c:] if convention == "park-kim" else diag[..., :c + 1].flip(-1)
+
+
+def delta_curves(spectrum: torch.Tensor, convention: str = "park-kim") -> torch.Tensor:
+    """[..., h, h] centred spectra -> [..., F] half-diagonals minus their value at frequency 0."""
+    curve = half_diagonal(spectrum, convention)
+    return curve - curve[..., :1]
 
 
 def delta_log_amplitude(tokens: torch.Tensor, has_cls: bool = True, eps: float = EPS,
@@ -77,8 +88,7 @@ def delta_log_amplitude(tokens: torch.Tensor, has_cls: bool = True, eps: float =
     more amplitude than the zero frequency. Frequencies: :func:`diagonal_frequencies`."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    curve = half_diagonal(mean_log_amplitude(token_grid(tokens, has_cls), eps), convention)
-    return curve - curve[0]
+    return delta_curves(mean_log_amplitude(token_grid(tokens, has_cls), eps), convention)
 
 
 @dataclass
@@ -189,14 +199,13 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
                 fused = model.fusion(model.layer_features(x, mask_ratio=0.0) if sublayers
                                      else feats)
                 feats, names = feats + [fused], names + ["fused"]
-            # sum of log amplitudes over images and channels, per layer: [L, h, h]
-            spec = torch.stack([mean_log_amplitude(token_grid(f), eps) * f.shape[0] for f in feats])
-            total = spec if total is None else total + spec
+            spectra = torch.stack([image_log_amplitude(token_grid(f), eps) for f in feats], 1)
+            # sum of log amplitudes over images (channels averaged), per layer: [L, h, h]
+            total = spectra.sum(0) if total is None else total + spectra.sum(0)
             if per_image:  # [b, L, F]
-                images.append(torch.stack([_image_curves(f, eps, convention) for f in feats], 1))
+                images.append(delta_curves(spectra, convention))
     mean = total / imgs.shape[0]
-    curves = torch.stack([half_diagonal(s, convention) for s in mean])
-    curves = curves - curves[:, :1]
+    curves = delta_curves(mean, convention)
     n_blocks = len(model.blocks)
     per_block = 2 if sublayers else 1
     depth = [(j + 1) / (n_blocks * per_block) for j in range(n_blocks * per_block)]
@@ -205,10 +214,3 @@ def frequency_response(model, imgs: torch.Tensor, batch_size: int = 64,
                              names=names, depth=torch.tensor(depth, dtype=torch.float64),
                              image_curves=torch.cat(images) if per_image else None)
 
-
-def _image_curves(tokens: torch.Tensor, eps: float, convention: str) -> torch.Tensor:
-    """tokens [b, 1+N, C] -> [b, F]: each image's Δ log amplitude (mean over channels)."""
-    amp = torch.fft.fft2(token_grid(tokens).double()).abs()
-    spec = torch.fft.fftshift(torch.log(amp + eps), dim=(-2, -1)).mean(dim=1)  # [b, h, h]
-    curves = torch.stack([half_diagonal(s, convention) for s in spec])
-    return curves - curves[:, :1]
