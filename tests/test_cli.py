@@ -81,6 +81,10 @@ def test_log_lines_off_a_terminal_and_finished_run_message(tmp_path, capsys):
     assert f"loss {final['loss']:.4f}" in again
     assert f"held-out loss {final['heldout_loss']:.4f}" in again
     assert records(out)[-1] == final  # nothing rewritten
+    # the same command again without --resume: refused, saying what the directory holds
+    assert main(train_args(out)) == 1
+    assert f"holds a run (complete at step 4, loss {final['loss']:.4f}): pass --resume" in \
+        capsys.readouterr().err
     # --no-progress: only the result
     assert main(train_args(tmp_path / "quiet", "--no-progress")) == 0
     assert "[train] step " not in capsys.readouterr().out

@@ -39,8 +39,8 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
         check_writable(files.root)
         held.enter_context(file_lock(files.lock, timeout=0, holder="another training run"))
         if files.checkpoint.exists() and not cfg.resume:
-            raise FileExistsError(f"{files.checkpoint} exists: pass --resume to continue that "
-                                  f"run, or choose another --out")
+            raise FileExistsError(f"{files.root} holds a run ({describe_run(files)}): pass "
+                                  f"--resume to continue it, or choose another --out")
         stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
         if stale:
             print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut short "
@@ -48,6 +48,18 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
                   flush=True)
 
     check_on_main(check, dd, device)
+
+
+def describe_run(files: RunFiles) -> str:
+    """'complete at step 300, loss 0.4550' / 'at step 120 of 300' from the run's checkpoint."""
+    try:
+        ck = read_checkpoint(files.checkpoint, map_location="cpu")
+    except (OSError, ValueError) as e:  # a damaged checkpoint: say so, the refusal stands
+        return f"its checkpoint cannot be read: {e}"
+    step, steps = ck.get("step"), (ck.get("train_config") or {}).get("steps")
+    loss = (ck.get("last_metrics") or {}).get("loss")
+    where = f"complete at step {step}" if step == steps else f"at step {step} of {steps}"
+    return where + (f", loss {loss:.4f}" if loss is not None else "")
 
 
 def check_room(files: RunFiles, model: torch.nn.Module, dd: Dist, device: torch.device) -> None:
