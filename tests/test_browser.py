@@ -19,6 +19,7 @@ your own checkpoints (their folders are the run dirs) instead of the tiny ones t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -345,6 +346,12 @@ def test_reconstruction_slider_reads_mask_ratio_after_run_all(lab, browser):
     explorer = page.locator(f"#{panel} .jp-OutputArea-output .widget-vbox").first
     explorer.scroll_into_view_if_needed()
     wanted = NOTEBOOK_PARAMS["reconstruction"]["MASK_RATIO"]
+    with contextlib.suppress(sync_api.TimeoutError):  # the last widget messages may still arrive
+        page.wait_for_function(
+            """([id, wanted]) => [...document.querySelectorAll('#' + id + ' .widget-hslider')]
+                .some(s => s.textContent.includes('mask ratio') && Math.abs(parseFloat(
+                    s.querySelector('.widget-readout').textContent) - wanted) < 1e-9)""",
+            arg=[panel, wanted], timeout=10_000)
     state = _explorer_state(explorer)
     explorer.screenshot(path=str(SHOTS / "reconstruction-widget-after-run-all.png"))
     masked, total = _masked(state["status"])
