@@ -271,7 +271,11 @@ def read_claims(folder: Path) -> list[dict]:
 
 
 def _count(n, noun: str) -> str:
-    return f"{n} {SINGULAR.get(noun, noun) if n == 1 else noun}"
+    """'2 Lanczos probes', '1 Lanczos probe'."""
+    if n == 1:
+        head, _, last = noun.rpartition(" ")
+        noun = f"{head} {SINGULAR.get(last, last)}".strip()
+    return f"{n} {noun}"
 
 
 def _ratios(values) -> str:

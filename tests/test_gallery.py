@@ -52,6 +52,8 @@ def test_caption_counts_from_parameters_and_claims():
         "claim over 1 seed, 4 minibatches; claim over n 7")
     assert make_figures.caption_counts({"BATCH_SIZE": 32, "N_PROBE": 256}, []) == (
         "n: minibatches of 32 images; 256 probe training + 256 held-out images")
+    assert make_figures.caption_counts({"TRACE_SAMPLES": 30, "DENSITY_PROBES": 1}, []) == (
+        "n: 30 Hutchinson probes; 1 Lanczos probe")
     assert make_figures.caption_counts({"SEED": 0}, []) == ""
 
 
