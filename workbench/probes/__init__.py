@@ -25,6 +25,9 @@ from .landscape import (LossLandscape, compare_landscapes, filter_normalized_dir
                         loss_landscape)
 from .linear import extract_features, knn_probe, linear_probe, probe_correct, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
+from .cka import cka_matrix, layer_features, linear_cka
+from .attention import (attention_distance, attention_entropy, attention_maps, attention_nmi,
+                        patch_conditional, patch_distances)
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
@@ -37,4 +40,7 @@ __all__ = [
     "compare_curvature", "mae_loss_fn",
     "loss_landscape", "LossLandscape", "compare_landscapes", "filter_normalized_direction",
     "linear_probe", "knn_probe", "probe_scores", "probe_correct", "extract_features",
+    "linear_cka", "cka_matrix", "layer_features",
+    "attention_maps", "attention_distance", "attention_entropy", "attention_nmi",
+    "patch_conditional", "patch_distances",
 ]
