@@ -216,6 +216,9 @@ def test_notebook_runs_headless(notebook, runs, tmp_path):
         sliders = [w["state"] for w in widget_states.values()
                    if w["state"].get("description") == "mask ratio"]
         assert len(sliders) == 1 and sliders[0]["value"] == pytest.approx(0.75)  # MASK_RATIO
+        # the pixel-target figure says what it shows: plain pixels, nothing un-normalised
+        assert json.loads((tmp_path / "out" / "reconstruction_pixels.json").read_text())["stats"] \
+            == "pixels"
 
 
 class _Links(HTMLParser):
@@ -275,15 +278,14 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
 def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
     """The MAE and MFF requests are what they were (finished runs stay reused); the pixel-target
     MAE trains a third of their steps with norm_pix_loss off, in runs/mae-pixels-tiny."""
-    base = ["train", "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
+    tiny = ["--preset", "tiny", "--data", "builtin", "--device", "cpu"]
     runs = make_figures.TINY_RUNS
-    assert make_figures.train_request(runs["mae"], None, []) == \
-        ["train", "--model", "mae"] + base[1:]
+    assert make_figures.train_request(runs["mae"], None, []) == ["train", "--model", "mae", *tiny]
     assert make_figures.train_request(runs["mff"], 60, ["--seed", "1"]) == \
-        ["train", "--model", "mff"] + base[1:] + ["--steps", "60", "--seed", "1"]
+        ["train", "--model", "mff", *tiny, "--steps", "60", "--seed", "1"]
     assert make_figures.train_request(runs["pixels"], None, ["--seed", "1"]) == \
-        ["train", "--model", "mae"] + base[1:] + ["--steps", "100", "--seed", "1",
-                                                  "--set", "norm_pix_loss=false"]
+        ["train", "--model", "mae", *tiny, "--steps", "100", "--seed", "1",
+         "--set", "norm_pix_loss=false"]
     assert make_figures.run_steps(runs["pixels"], 60) == 20
     assert make_figures.run_steps(runs["pixels"], 2) == 1
     ckpt, cmd = make_figures.plan_run("pixels", Path("/r"), None, [])
