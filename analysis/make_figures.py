@@ -233,29 +233,203 @@ def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- gallery
-def write_index(out: Path, records: list[dict], meta: dict) -> None:
+PARAMS_FILE = ROOT / "analysis" / "figures.yaml"
+SINGULAR = {"images": "image", "seeds": "seed", "minibatches": "minibatch", "probes": "probe"}
+GALLERY_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px}"
+    "section{border-top:1px solid #ccc;margin-bottom:24px}"
+    ".figures{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:8px;"
+    "align-items:start}.figures .wide{grid-column:1/-1}"
+    ".figures img{max-width:100%;height:auto;display:block;margin:auto}"
+    "figure{margin:0}figcaption{margin:8px 0;line-height:1.4}.counts{color:#555}"
+    ".failed{color:#b00;font-weight:bold}")
+FINDINGS_STYLE = (
+    "body{font-family:sans-serif;max-width:1400px;margin:auto;padding:0 12px}"
+    "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #bbb;padding:4px 6px;"
+    "vertical-align:top;text-align:left}th{background:#eee}img{max-width:100%;height:auto}")
+
+
+def load_captions(path: Path = PARAMS_FILE) -> dict[str, str]:
+    """Captions of the ``figures.yaml`` entries, by entry name and by notebook file (so a
+    parameter set of its own, e.g. ``--params``, still gets its notebook's caption)."""
+    try:
+        sets = yaml.safe_load(path.read_text()) or []
+    except OSError:
+        return {}
+    captions: dict[str, str] = {}
+    for s in sets:
+        if s.get("caption"):
+            captions.setdefault(s["notebook"], s["caption"])
+            captions[s["name"]] = s["caption"]
+    return captions
+
+
+def _literal_assignments(source: str) -> dict:
+    """``NAME = <literal>`` lines of a parameters cell."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    values = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            with contextlib.suppress(ValueError, TypeError, SyntaxError):
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+def notebook_parameters(path: Path) -> dict:
+    """The literal parameters of a notebook: its ``parameters`` cell, then papermill's
+    ``injected-parameters`` cell (which wins); {} when the notebook cannot be read."""
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    values: dict = {}
+    for cell in nb.get("cells", []):
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell.get("cell_type") == "code" and tags & {"parameters", "injected-parameters"}:
+            source = cell.get("source", "")
+            values.update(_literal_assignments("".join(source) if isinstance(source, list)
+                                               else source))
+    return values
+
+
+def figure_parameters(out: Path, record: dict) -> dict:
+    """The parameters a figure set ran with: the executed notebook's (defaults included; the
+    source notebook's when it is missing), then the record's."""
+    found = notebook_parameters(out / record["executed"]) or \
+        notebook_parameters(NOTEBOOKS / record["notebook"])
+    return {**found, **record.get("parameters", {})}
+
+
+def read_claims(folder: Path) -> list[dict]:
+    """A notebook folder's ``claims.json`` (a list of Claim dicts), or []."""
+    path = folder / "claims.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _count(n, noun: str) -> str:
+    """'2 Lanczos probes', '1 Lanczos probe'."""
+    if n == 1:
+        head, _, last = noun.rpartition(" ")
+        noun = f"{head} {SINGULAR.get(last, last)}".strip()
+    return f"{n} {noun}"
+
+
+def _ratios(values) -> str:
+    return ", ".join(f"{float(v):g}" for v in values)
+
+
+# parameter -> its n in words (None values are left out)
+PARAMETER_COUNTS = (
+    ("N_IMAGES", lambda n: _count(n, "images")),
+    ("N_PROBE", lambda n: f"{n} probe training + {n} held-out images"),
+    ("MASK_RATIO", lambda r: f"mask ratio {float(r):g}"),
+    ("HIGH_RATIOS", lambda rs: f"also at {_ratios(rs)}"),
+    ("RATIOS", lambda rs: f"{len(rs)} mask ratios ({_ratios(rs)})"),
+    ("SWEEP_STEPS", lambda n: f"{n} training steps per ratio"),
+    ("SUPERVISED_STEPS", lambda n: f"{n} supervised steps"),
+    ("SUPERVISED_BATCH", lambda n: f"supervised minibatches of {n} images"),
+    ("TOP_K", lambda k: f"top {k} eigenvalues per minibatch"),
+    ("TRACE_SAMPLES", lambda n: _count(n, "Hutchinson probes")),
+    ("DENSITY_PROBES", lambda n: _count(n, "Lanczos probes")),
+)
+
+
+def parameter_counts(params: dict) -> list[str]:
+    """The n's of a figure set's parameters, in words (those it has)."""
+    counts = [say(params[key]) for key, say in PARAMETER_COUNTS
+              if params.get(key) not in (None, [])]
+    if params.get("BATCH_SIZE") is not None:
+        batches, size = params.get("N_BATCHES"), params["BATCH_SIZE"]
+        counts.insert(0, f"minibatches of {size} images" if batches is None
+                      else f"{_count(batches, 'minibatches')} × {size} images")
+    return counts
+
+
+def claim_counts(claims: list[dict]) -> list[str]:
+    """Each distinct sample behind the claims, from their ``sizes`` (else ``n``)."""
+    seen: list[str] = []
+    for c in claims:
+        sizes = c.get("sizes") or {}
+        text = ", ".join(_count(v, k) for k, v in sizes.items()) if sizes else \
+            (f"n {c['n']}" if c.get("n") is not None else "")
+        if text and text not in seen:
+            seen.append(text)
+    return [f"claim over {t}" for t in seen]
+
+
+def caption_counts(params: dict, claims: list[dict]) -> str:
+    """The run's n's for a caption: 'n: 4 minibatches × 16 images; ...; claim over 1 seed, ...'."""
+    counts = parameter_counts(params) + claim_counts(claims)
+    return "n: " + "; ".join(counts) if counts else ""
+
+
+def figure_caption(caption: str, counts: str) -> str:
+    if not (caption or counts):
+        return ""
+    return (f"<figcaption class='caption'>{html.escape(caption)} "
+            f"<span class='counts'>{html.escape(counts)}</span></figcaption>")
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def figure_item(out: Path, name: str) -> str:
+    """One figure file in the grid: a PNG (spanning both columns when wide; a click opens it at
+    full size) or a link to an interactive HTML figure."""
+    link = html.escape(name, quote=True)
+    label = html.escape(Path(name).name)
+    if name.endswith(".html"):
+        return f"<div><a href='{link}'>{label} (interactive)</a></div>"
+    size = png_size(out / name)
+    wide = size is not None and size[0] >= 1.6 * size[1]
+    return (f"<a class='{'wide' if wide else 'narrow'}' href='{link}' title='{label}: full size'>"
+            f"<img src='{link}' alt='{label}'></a>")
+
+
+def figure_section(out: Path, record: dict, caption: str) -> str:
+    """One figure set: heading, notebook and run time, the figures, the caption under them."""
+    figs = [f for f in record["files"] if f.endswith((".png", ".html"))]
+    status = "" if record["status"] == "ok" else \
+        f" <span class='failed'>FAILED: {html.escape(record.get('error', ''))}</span>"
+    counts = caption_counts(figure_parameters(out, record), read_claims(out / record["name"]))
+    items = "".join(figure_item(out, f) for f in figs)
+    return (f"<section id='{html.escape(record['name'], quote=True)}'>"
+            f"<h2>{html.escape(record['name'])}</h2><p>notebook "
+            f"<a href='{html.escape(record['executed'], quote=True)}'>"
+            f"{html.escape(record['notebook'])}</a>, {record['seconds']} s{status}</p>"
+            f"<figure><div class='figures'>{items}</div>"
+            f"{figure_caption(caption, counts)}</figure></section>")
+
+
+def write_index(out: Path, records: list[dict], meta: dict,
+                captions: dict[str, str] | None = None) -> None:
+    """``index.html``: every figure set with its caption (``captions`` by entry name or notebook;
+    default: those in ``analysis/figures.yaml``) and the run's n's."""
     from workbench.io import atomic_write_text
 
-    rows = []
-    for r in records:
-        figs = [f for f in r["files"] if f.endswith(FIGURE_SUFFIXES)]
-        status = "" if r["status"] == "ok" else f" <b style='color:#b00'>FAILED: {html.escape(r.get('error', ''))}</b>"
-        items = []
-        for f in figs:
-            link = html.escape(f)
-            if f.endswith(".png"):
-                items.append(f"<a href='{link}'><img src='{link}' style='max-width:420px;margin:4px'></a>")
-            elif f.endswith(".html"):
-                items.append(f"<div><a href='{link}'>{html.escape(Path(f).name)} (interactive)</a></div>")
-        rows.append(f"<section><h2>{html.escape(r['name'])}</h2><p>notebook "
-                    f"<a href='{html.escape(r['executed'])}'>{html.escape(r['notebook'])}</a>, "
-                    f"{r['seconds']} s{status}</p>{''.join(items)}</section>")
+    captions = load_captions() if captions is None else captions
+    sections = [figure_section(out, r, captions.get(r["name"], captions.get(r["notebook"], "")))
+                for r in records]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIM Workbench figures</title>"
-            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}section{border-top:"
-            "1px solid #ccc}</style></head><body><h1>MIM Workbench figures</h1>"
-            f"<p>commit {html.escape(str(meta['git_commit']))}; <a href='findings.md'>findings</a> "
-            "(<a href='forest.png'>forest plot</a>); "
-            f"<a href='manifest.json'>manifest</a></p>{''.join(rows)}</body></html>")
+            f"<style>{GALLERY_STYLE}</style></head><body><h1>MIM Workbench figures</h1>"
+            f"<p>commit {html.escape(str(meta['git_commit']))}; "
+            "<a href='findings.html'>findings</a> (<a href='findings.md'>markdown</a>); "
+            f"<a href='manifest.json'>manifest</a></p>{''.join(sections)}</body></html>")
     atomic_write_text(out / "index.html", page)
 
 
@@ -265,21 +439,38 @@ QUICK_PROFILE = ("One training seed per model (the tiny MAE and MFF-MAE runs), s
                  "training randomness. `make evidence` runs the seeds (`analysis/evidence.py`).")
 
 
+def markdown_html(text: str) -> str:
+    """Markdown -> HTML with mistune (a jupyterlab dependency, through nbconvert): tables as
+    <table>, any raw HTML in the text escaped."""
+    import mistune
+
+    return mistune.create_markdown(escape=True, plugins=["table"])(text)
+
+
+def findings_page(markdown: str, forest: bool) -> str:
+    """``findings.html``: the findings markdown as a page, with the forest plot under it."""
+    plot = ("<h2>Forest plot</h2><p><a href='forest.png'><img src='forest.png' "
+            "alt='forest plot: effect and 95% interval of every claim'></a></p>" if forest else "")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>MIM Workbench findings"
+            f"</title><style>{FINDINGS_STYLE}</style></head><body><p><a href='index.html'>"
+            f"figures</a> · <a href='findings.md'>markdown</a></p>{markdown_html(markdown)}"
+            f"{plot}</body></html>")
+
+
 def write_findings(out: Path, records: list[dict]) -> None:
-    """``findings.md`` and ``forest.png`` from every notebook's ``claims.json``."""
+    """``findings.md``, ``findings.html`` and ``forest.png`` from every notebook's
+    ``claims.json``."""
     from workbench import plots
     from workbench.findings import Claim, findings_markdown
     from workbench.io import atomic_write_text
 
-    claims = []
-    for r in records:
-        path = out / r["name"] / "claims.json"
-        if path.exists():
-            claims += [Claim.from_dict(c) for c in json.loads(path.read_text())]
-    atomic_write_text(out / "findings.md", findings_markdown(claims, "quick", QUICK_PROFILE))
+    claims = [Claim.from_dict(c) for r in records for c in read_claims(out / r["name"])]
+    markdown = findings_markdown(claims, "quick", QUICK_PROFILE)
+    atomic_write_text(out / "findings.md", markdown)
     if claims:
         plots.save_figure(plots.forest_figure(claims, "quick profile (one seed): effect ± 95% "
                                               "interval"), out, "forest")
+    atomic_write_text(out / "findings.html", findings_page(markdown, forest=bool(claims)))
 
 
 # ----------------------------------------------------------------------------- main

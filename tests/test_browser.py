@@ -6,8 +6,10 @@ notebook is opened, run with JupyterLab's "Run All Cells", and checked: no error
 widget rendered (no "Loading widget...", no ``VBox(children=...)`` text fallback). Then the
 reconstruction explorer's mask-ratio slider is moved with the keyboard (the rendered image and the
 masked-patch count must change), the fusion-weights plotly figure is hovered (a hover label must
-appear), and the gallery ``index.html`` written from those folders with analysis/make_figures.py's
-own writer is opened and checked. Screenshots go to test-output/browser/.
+appear), and the gallery ``index.html`` (a caption under each figure set) and ``findings.html``
+written from those folders with analysis/make_figures.py's own writers are opened and checked.
+After Run All the explorer's slider must read the notebook's MASK_RATIO again (the last cell's
+latency check moves it and puts it back). Screenshots go to test-output/browser/.
 
     make test-browser          # installs the `browser` extra (playwright) if missing
 
@@ -17,6 +19,7 @@ your own checkpoints (their folders are the run dirs) instead of the tiny ones t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -42,7 +45,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SMALL = dict(img_size=32, patch_size=4, embed_dim=32, depth=3, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 # tiny settings, as in tests/test_notebooks.py (parameters a notebook does not declare are harmless)
-NOTEBOOK_PARAMS = {"reconstruction": {"N_IMAGES": 3, "HIGH_RATIOS": [0.9]},
+NOTEBOOK_PARAMS = {"reconstruction": {"N_IMAGES": 3, "MASK_RATIO": 0.75, "HIGH_RATIOS": [0.9]},
                    "fusion_weights": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16}}
 KERNEL_START_S = 120  # a kernel on a loaded 2-core machine can take 30+ s
 RUN_ALL_S = 240
@@ -336,6 +339,27 @@ def _masked(status: str) -> tuple[int, int]:
     return int(count), int(total)
 
 
+def test_reconstruction_slider_reads_mask_ratio_after_run_all(lab, browser):
+    """The last cell's explorer.latency() moves the slider over 0.05..0.95 and puts it back: after
+    Run All the browser shows the notebook's MASK_RATIO, in the readout and the masked count."""
+    page, panel = lab.run(browser, "reconstruction")
+    explorer = page.locator(f"#{panel} .jp-OutputArea-output .widget-vbox").first
+    explorer.scroll_into_view_if_needed()
+    wanted = NOTEBOOK_PARAMS["reconstruction"]["MASK_RATIO"]
+    with contextlib.suppress(sync_api.TimeoutError):  # the last widget messages may still arrive
+        page.wait_for_function(
+            """([id, wanted]) => [...document.querySelectorAll('#' + id + ' .widget-hslider')]
+                .some(s => s.textContent.includes('mask ratio') && Math.abs(parseFloat(
+                    s.querySelector('.widget-readout').textContent) - wanted) < 1e-9)""",
+            arg=[panel, wanted], timeout=10_000)
+    state = _explorer_state(explorer)
+    explorer.screenshot(path=str(SHOTS / "reconstruction-widget-after-run-all.png"))
+    masked, total = _masked(state["status"])
+    assert float(state["readout"]) == pytest.approx(wanted), (
+        f"slider shows {state['readout']!r} ({state['status']!r}), MASK_RATIO is {wanted}")
+    assert masked == total - int(total * (1 - wanted)), state["status"]
+
+
 def test_reconstruction_slider_changes_image_and_count(lab, browser):
     page, panel = lab.run(browser, "reconstruction")
     explorer = page.locator(f"#{panel} .jp-OutputArea-output .widget-vbox").first
@@ -426,12 +450,30 @@ def test_gallery_renders(lab, browser):
     assert len(images) >= 3 and all(ok for _, ok in images), images
     text = page.inner_text("body")
     assert "FAILED" not in text and all(n in text for n in NOTEBOOK_PARAMS)
+    # a caption under each figure set: what it shows, the paper's figure, the run's n's
+    captions = page.evaluate("""() => [...document.querySelectorAll('section')].map(s => {
+        const c = s.querySelector('figure > figcaption'), f = s.querySelector('figure .figures');
+        return [s.id, c ? c.innerText : null,
+                !!c && !!f && c.getBoundingClientRect().top >= f.getBoundingClientRect().bottom];
+    })""")
+    assert [name for name, _, _ in captions] == list(NOTEBOOK_PARAMS), captions
+    for name, caption, below in captions:
+        assert caption and "Paper:" in caption and "n: " in caption and below, (name, caption)
+    assert "MAE Figs. 2–4" in captions[0][1] and "3 images; mask ratio 0.75" in captions[0][1]
+    assert "MFF §3" in captions[1][1] and "3 supervised steps" in captions[1][1]
     links = page.evaluate(
         "() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
     for link in links:
         assert (lab.root / link).exists(), f"gallery link {link} does not resolve"
     # the interactive figure linked from the gallery renders on its own page too
-    html = next(link for link in links if link.endswith(".html"))
+    html = next(link for link in links if link.endswith(".html") and "/" in link)
     page.goto((lab.root / html).as_uri())
     page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=30_000)
+    # the findings page: the claims as an HTML table, the forest plot under it
+    page.goto((lab.root / "findings.html").as_uri())
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(SHOTS / "findings.png"), full_page=True)
+    assert page.locator("table tbody tr").count() >= 1
+    assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("img[src='forest.png']").count() == 1
     page.close()

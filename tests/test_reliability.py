@@ -245,7 +245,7 @@ def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path, straight, capsys)
         read_checkpoint(left[0])  # the kill really cut a write short
     capsys.readouterr()
     assert train(config(run)).step == STEPS
-    assert "removed 1 temporary file" in capsys.readouterr().err
+    assert "removed 1 temporary file" in capsys.readouterr().out  # information: stdout
     assert temps(run) == []
     assert_same_weights(run / "checkpoint.pt", straight)
     assert metric_steps(run) == list(range(1, STEPS + 1))
@@ -481,8 +481,8 @@ def test_small_and_odd_images_are_converted_counted_and_train(tmp_path, capsys):
         warnings.simplefilter("ignore")  # no held-out files in so small a folder
         result = train(config(tmp_path / "run", data=str(root), steps=2))
     assert result.step == 2 and np.isfinite(result.loss)
-    err = capsys.readouterr().err
-    assert "8 images in 2 classes" in err and "5 smaller than 16 px (upscaled)" in err
+    out = capsys.readouterr().out  # information goes to stdout, problems to stderr
+    assert "8 images in 2 classes" in out and "5 smaller than 16 px (upscaled)" in out
 
 
 def test_empty_image_folders_are_errors_before_training(tmp_path, capsys):
@@ -588,17 +588,18 @@ def test_real_process_sigterm_sigkill_and_resume(tmp_path, straight):
     cmd = [sys.executable, "-m", "workbench", *cli_args(run), "--set=threads=1"]
 
     def start_and_wait_for(step: int) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)  # the run's whole output
         deadline = time.monotonic() + 4 * GUARD_S
         while not ((run / "checkpoint.pt").exists()
                    and read_checkpoint(run / "checkpoint.pt")["step"] >= step):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.05)
         return proc
 
     proc = start_and_wait_for(2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=GUARD_S)
+    err, _ = proc.communicate(timeout=GUARD_S)  # stdout and stderr together
     assert proc.returncode == 0 and "SIGTERM: interrupted at step" in err, err[-3000:]
     stopped = read_checkpoint(run / "checkpoint.pt")["step"]
     proc = start_and_wait_for(stopped + 2)

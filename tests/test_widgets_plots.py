@@ -160,14 +160,83 @@ def test_findings_follow_the_numbers():
     assert findings.mff_flatter_hessian(mae, [m / 2 - 0.1 * i for i, m in enumerate(mae)]).held
 
 
+def _colorbars(fig):
+    return [a for a in fig.axes if a.get_label() == "<colorbar>"]
+
+
 def test_frequency_and_hessian_figures_draw(tmp_path):
     fig = plots.frequency_figure({"MAE": _response([0.5, 0.1, -0.2]),
                                   "MFF-MAE": _response([0.4, 0.0, -0.3], fused=0.1)})
-    assert len(fig.axes) == 3 and len(fig.axes[1].lines) == 4  # 3 blocks + fused
+    assert len(fig.axes) == 5 and len(fig.axes[1].lines) == 4  # 3 blocks + fused; 2 colourbars
+    bars = _colorbars(fig)
+    assert len(bars) == 2 and all(b.get_ylabel() == "depth (block index)" for b in bars)
+    assert [t.get_text() for t in bars[0].get_yticklabels()] == ["0", "1", "2"]
+    # the colourbar's cells are the lines' colours, shallow first
+    hexes = matplotlib.colors.to_hex
+    fig.canvas.draw()  # the colourbar's cells (a QuadMesh), one per block, get their colours
+    solids, = [c for c in bars[0].collections if isinstance(c, matplotlib.collections.QuadMesh)]
+    cells = [hexes(c) for c in solids.get_facecolor()]
+    assert cells == [hexes(line.get_color()) for line in fig.axes[0].lines]
+    assert fig.axes[0].get_legend() is None  # no legend per curve
     fig = plots.hessian_figure({"MAE": torch.tensor([[5.0, 1.0], [4.0, -0.5]]),
                                 "MFF-MAE": torch.tensor([[2.0, 0.5], [1.5, -0.1]])})
     assert fig.axes[0].get_yscale() == "log"
     assert len(plots.save_figure(fig, tmp_path, "hessian")) == 2
+
+
+def _sublayer_response(hf_attn, hf_mlp):
+    names, hf = [], []
+    for i, (a, m) in enumerate(zip(hf_attn, hf_mlp)):
+        names += [f"block {i} attn", f"block {i} mlp"]
+        hf += [a, m]
+    return FrequencyResponse(curves=torch.tensor([[0.0, v / 2, v] for v in hf]),
+                             freqs=torch.tensor([0.0, 0.5, 0.75]), names=names,
+                             depth=torch.tensor([(j + 1) / len(hf) for j in range(len(hf))]))
+
+
+def test_frequency_figure_marks_sublayers_and_depth():
+    fig = plots.frequency_figure({"MAE": _sublayer_response([0.5, 0.2, 0.0], [0.3, 0.1, -0.1])})
+    ax = fig.axes[0]
+    styles = [line.get_linestyle() for line in ax.lines]
+    assert styles == ["-", "--"] * 3  # attention solid, MLP dashed, block by block
+    colors = [matplotlib.colors.to_hex(line.get_color()) for line in ax.lines]
+    assert colors[0::2] == colors[1::2] and len(set(colors)) == 3  # colour = block, not sub-block
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["after attention", "after MLP"]
+    assert [h.get_linestyle() for h in legend.legend_handles] == ["-", "--"]
+    bars = _colorbars(fig)
+    assert len(bars) == 1 and bars[0].get_ylabel() == "depth (block index)"
+    assert [t.get_text() for t in bars[0].get_yticklabels()] == ["0", "1", "2"]
+    hf_ax = fig.axes[1]
+    hollow = [line for line in hf_ax.lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_ydata()) == pytest.approx([0.3, 0.1, -0.1])
+    assert "hollow: after MLP" in hf_ax.get_title()
+
+
+def test_hessian_figure_states_what_it_draws():
+    g = torch.Generator().manual_seed(0)
+    mae = torch.rand(6, 4, generator=g, dtype=torch.float64) * 10 + 0.5  # [minibatches, k]
+    mff = mae * torch.exp(torch.randn(6, 4, generator=g, dtype=torch.float64) * 0.3 - 0.2)
+    mff[0, 3] *= -1  # signs kept in the histogram, magnitudes in the ratio
+    fig = plots.hessian_figure({"MAE": mae, "MFF-MAE": mff})
+    hist, ratio = fig.axes
+    title = hist.get_title()
+    assert "max" not in title.lower()
+    assert "top-4" in title and "pooled over 6 minibatches" in title
+    assert all("max" not in t.get_text() for t in hist.get_legend().get_texts())
+    expected = [float(np.mean([np.log(abs(float(mff[i, j])) / abs(float(mae[i, j])))
+                               for j in range(4)])) for i in range(6)]
+    points = [line for line in ratio.lines if line.get_marker() == "o"]
+    assert len(points) == 1
+    assert list(points[0].get_xdata()) == list(range(6))
+    assert list(points[0].get_ydata()) == pytest.approx(expected, rel=1e-12)
+    zero = [line for line in ratio.lines if line.get_marker() != "o"]
+    assert len(zero) == 1 and set(zero[0].get_ydata()) == {0.0} and "0" in zero[0].get_label()
+    assert "MFF-MAE" in ratio.get_ylabel() and "top 4" in ratio.get_ylabel()
+    claim = findings.mff_flatter_hessian(mae, mff)  # the panel draws the claim's samples
+    assert claim.n == 6 and claim.effect == pytest.approx(np.mean(expected), rel=1e-12)
+    one = plots.hessian_figure({"MAE": mae})  # one model: no ratio panel
+    assert len(one.axes) == 1 and "max" not in one.axes[0].get_title().lower()
 
 
 def test_frequency_response_rows_and_json_round_trip():
@@ -200,3 +269,51 @@ def test_probe_scores_figure_draws_grouped_bars(tmp_path):
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [50.0, 25.0, 75.0, 50.0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["linear cls", "kNN cls"]
+
+
+def _wilson(k, n, z=1.959963984540054):
+    """The Wilson score interval, written out (independent of scipy)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_probe_scores_figure_shows_chance_n_and_intervals():
+    scores = {"MAE": {"linear cls": 0.5, "kNN cls": 0.25},
+              "MFF-MAE": {"linear cls": 0.75, "kNN cls": 0.5}}
+    fig = plots.probe_scores_figure(scores, n_test=64, n_classes=8)
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == [50.0, 25.0, 75.0, 50.0]
+    chance = [line for line in ax.lines if line.get_label().startswith("chance")]
+    assert len(chance) == 1 and set(chance[0].get_ydata()) == {100 / 8}
+    assert "1/8" in chance[0].get_label()
+    assert "n = 64 test images" in ax.get_title() and "95 % Wilson" in ax.get_title()
+    assert ax.get_ylim()[0] == 0
+    bars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == 2
+    for bar, s in zip(bars, scores.values()):
+        segments = bar.lines[2][0].get_segments()  # one vertical segment per probe
+        for seg, acc in zip(segments, s.values()):
+            lo, hi = _wilson(round(acc * 64), 64)
+            assert sorted(seg[:, 1]) == pytest.approx([100 * lo, 100 * hi], rel=1e-9)
+    assert plots.wilson_interval(0.75, 64) == pytest.approx(_wilson(48, 64), rel=1e-9)
+    plain = plots.probe_scores_figure(scores)  # the old call: no interval, no chance line
+    assert not [c for c in plain.axes[0].containers
+                if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert not plain.axes[0].lines and plain.axes[0].get_title() == ""
+
+
+def test_fusion_weight_bars_start_at_zero():
+    w = torch.tensor([[0.25] * 4, [0.26, 0.25, 0.245, 0.245]])
+    fig = plots.fusion_weights_figure(FusionHistory(steps=torch.tensor([0, 100]), weights=w,
+                                                    layers=[0, 3, 7, 11]))
+    ax, bx = fig.axes
+    assert bx.get_ylim()[0] == 0
+    assert [p.get_height() for p in bx.patches] == pytest.approx(w[-1].tolist())
+    for panel in (ax, bx):
+        uniform = [line for line in panel.lines if line.get_label().startswith("uniform start")]
+        assert len(uniform) == 1 and set(uniform[0].get_ydata()) == {0.25}
+        assert "1/4" in uniform[0].get_label()
+        assert "sums to 1" in panel.get_ylabel()
+    assert [t.get_text() for t in bx.texts] == ["0.260", "0.250", "0.245", "0.245"]

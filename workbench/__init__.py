@@ -1,8 +1,22 @@
-"""MIM Workbench: train MAE and MFF-MAE and look inside them."""
+"""MIM Workbench: train MAE and MFF-MAE and look inside them.
+
+The common entry points import from here (``from workbench import build_model, load_checkpoint,
+reconstruct, train, TrainConfig``); each loads its module, and torch, on first use.
+"""
 from __future__ import annotations
 
 from .config import PRESETS, ModelConfig, model_config
-from .models import build_model
+from .exports import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "model_config", "ModelConfig", "PRESETS", "__version__"]
+
+_WHERE = {
+    "build_model": ".models",
+    "load_checkpoint": ".checkpoints",
+    "load_models": ".checkpoints",
+    "reconstruct": ".probes",
+    "train": ".training",
+    "TrainConfig": ".training",
+}
+__getattr__ = lazy_exports(__name__, _WHERE)
+__all__ = ["model_config", "ModelConfig", "PRESETS", "__version__", *_WHERE]

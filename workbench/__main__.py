@@ -1,4 +1,6 @@
-"""Command line: ``python -m workbench train ...`` and ``python -m workbench info CHECKPOINT``."""
+"""Command line: ``python -m workbench train ...``, ``info CHECKPOINT`` and ``settings``.
+
+Only the commands import torch: ``--help`` and argument errors answer at once."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +8,9 @@ import ast
 import dataclasses
 import json
 import sys
+from typing import Any
 
-from .config import MODEL_KINDS, PRESETS, ModelConfig
+from .config import ModelConfig
 
 
 def parse_value(text: str):
@@ -20,13 +23,20 @@ def parse_value(text: str):
     return text
 
 
+def settings_fields() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``--set`` names with their defaults: (model fields, training fields), no torch."""
+    from .training.settings import TrainConfig
+
+    model = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name != "kind"}
+    train = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+             for f in dataclasses.fields(TrainConfig) if f.name != "model_overrides"}
+    return model, train
+
+
 def apply_settings(pairs: list[str], train_fields: dict, model_overrides: dict,
                    parser: argparse.ArgumentParser) -> None:
     """``key=value`` pairs onto TrainConfig fields or ModelConfig overrides."""
-    from .training import TrainConfig
-
-    train_names = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_overrides"}
-    model_names = {f.name for f in dataclasses.fields(ModelConfig)} - {"kind"}
+    model_names, train_names = (set(d) for d in settings_fields())
     for pair in pairs:
         key, eq, text = pair.partition("=")
         key = key.strip().replace("-", "_")
@@ -37,67 +47,124 @@ def apply_settings(pairs: list[str], train_fields: dict, model_overrides: dict,
         elif key in train_names:
             train_fields[key] = parse_value(text)
         else:
-            parser.error(f"unknown setting {key!r} in --set; model settings: "
-                         f"{', '.join(sorted(model_names))}; training settings: "
-                         f"{', '.join(sorted(train_names))}")
+            parser.error(f"unknown setting {key!r} in --set (python -m workbench settings lists "
+                         f"them); model settings: {', '.join(sorted(model_names))}; training "
+                         f"settings: {', '.join(sorted(train_names))}")
+
+
+# The built-in model kinds (workbench.config.MODEL_KINDS, checked by a test), spelled out so that
+# --help and argument errors answer without importing torch.
+KINDS = ("mae", "mff")
+
+TRAIN_EXAMPLES = """examples:
+  python -m workbench train                                # tiny MFF-MAE into runs/mff-tiny
+  python -m workbench train --model mae --steps 600        # tiny MAE, longer
+  python -m workbench train --resume --out runs/mae-tiny   # continue (settings from the checkpoint)
+  python -m workbench train --data ~/imagenet --preset vit-b --set mask_ratio=0.8
+  torchrun --nproc-per-node 2 -m workbench train --model mae --preset gpu-small
+  python -m workbench settings                             # every --set name with its default
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; options in a wide first column, one line each where they fit."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench",
-                                description="Train MAE / MFF-MAE and inspect checkpoints.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train or resume a model (default: tiny MFF-MAE, built-in "
-                                     "photos, into runs/mff-tiny)")
-    t.add_argument("--model", dest="kind", choices=sorted(MODEL_KINDS), default="mff",
-                   help="model kind")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    t.add_argument("--data", default="builtin", help="'builtin' (photo tiles), 'shapes' (labelled "
-                   "shapes) or an image folder ROOT/<class>/")
-    t.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
-    t.add_argument("--batch-size", type=int, help="global batch size (default: the preset's)")
-    t.add_argument("--out", help="run directory (default: runs/<model>-<preset>)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--mask-ratio", type=float)
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--ckpt-every", type=int)
-    t.add_argument("--log-every", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any ModelConfig or TrainConfig field, e.g. --set depth=4 "
-                        "--set base_lr=1e-3 --set fuse_layers=[0,2,5] (repeatable)")
-
+    p = argparse.ArgumentParser(prog="python -m workbench", formatter_class=HelpFormatter,
+                                description="Train MAE / MFF-MAE and inspect checkpoints.",
+                                epilog="python -m workbench COMMAND --help: the command's "
+                                       "options and examples")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = sub.add_parser("train", formatter_class=HelpFormatter, epilog=TRAIN_EXAMPLES,
+                       help="train or resume a model (default: tiny MFF-MAE on the built-in "
+                            "photos, into runs/mff-tiny)",
+                       description="Train or resume a model. Without --resume a run directory "
+                                   "that holds a checkpoint is refused.")
+    a = t.add_argument
+    a("--model", dest="kind", choices=KINDS, help="model kind (default: mff; --resume: the "
+      "checkpoint's)")
+    a("--preset", help="tiny, gpu-small, vit-s/b/l/h (default: tiny; --resume: the checkpoint's)")
+    a("--data", help="builtin (photos), shapes, or a folder ROOT/<class>/ (default: builtin)")
+    a("--steps", type=int, help="optimizer steps, the schedule's length (default: the preset's)")
+    a("--batch-size", type=int, help="global batch size (default: the preset's)")
+    a("--out", help="run directory (default: runs/<model>-<preset>)")
+    a("--resume", action="store_true", help="continue the run in --out; unset options come "
+      "from its checkpoint")
+    a("--mask-ratio", type=float, help="fraction of patches masked (default: 0.75)")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--ckpt-every", type=int, help="checkpoint every N steps, 0: at the end (default: 200)")
+    a("--log-every", type=int, help="log every N steps (default: 10)")
+    a("--seed", type=int, help="seed of images, crops and masks (default: 0)")
+    a("--no-progress", action="store_true", help="no progress bar or log lines, only the result")
+    a("--set", action="append", default=[], metavar="KEY=VALUE",
+      help="any model or training setting, repeatable (`settings` lists them)")
     p.train_parser = t  # for error messages with the train usage
-    i = sub.add_parser("info", help="describe a checkpoint (any supported layout)")
-    i.add_argument("checkpoint")
+    i = sub.add_parser("info", formatter_class=HelpFormatter,
+                       help="describe a checkpoint (any supported layout) or a run directory")
+    i.add_argument("checkpoint", help="a checkpoint file or a run directory")
     i.add_argument("--json", action="store_true", help="print JSON")
+    s = sub.add_parser("settings", formatter_class=HelpFormatter,
+                       help="list every --set name with its default")
+    s.add_argument("--preset", default="tiny", help="whose defaults to show (default: tiny)")
     return p
 
 
-def cmd_train(args, parser) -> int:
-    from .training import TrainConfig, TrainingDiverged, train
-
-    fields: dict = dict(kind=args.kind, preset=args.preset, data=args.data, device=args.device,
-                        compile=args.compile, resume=args.resume,
-                        out=args.out or f"runs/{args.kind}-{args.preset}",
-                        progress=not args.no_progress)
-    for name in ("steps", "batch_size", "ckpt_every", "log_every", "seed"):
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
-    overrides: dict = {}
-    if args.mask_ratio is not None:
-        overrides["mask_ratio"] = args.mask_ratio
+def given_settings(args, parser) -> tuple[dict, dict]:
+    """The training fields and model overrides the command line names explicitly."""
+    fields = {name: getattr(args, name) for name in
+              ("kind", "preset", "data", "steps", "batch_size", "ckpt_every", "log_every", "seed")
+              if getattr(args, name) is not None}
+    overrides = {} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}
     apply_settings(args.set, fields, overrides, getattr(parser, "train_parser", parser))
+    return fields, overrides
+
+
+def cmd_train(args, parser) -> int:
+    fields, overrides = given_settings(args, parser)
+    out = args.out or f"runs/{fields.get('kind', 'mff')}-{fields.get('preset', 'tiny')}"
+    session = dict(out=out, resume=args.resume, device=args.device, compile=args.compile,
+                   progress=not args.no_progress)
+    from .training import TrainConfig, TrainingDiverged, train
+    from .training.run_dir import saved_train_config
+
     try:
-        cfg = TrainConfig(**fields, model_overrides=overrides)
+        saved = saved_train_config(out) if args.resume else None
+        if saved is not None:  # the checkpoint's run, with what the command line changes
+            cfg = TrainConfig.from_dict(saved).continued(fields, overrides, **session)
+        else:
+            cfg = TrainConfig(**fields, **session, model_overrides=overrides)
         train(cfg)
     # OSError: a full disk, a run directory that is locked, unwritable or already used, missing
     # data; every message names the problem (and, mid-run, the last good checkpoint)
     except (ValueError, TypeError, OSError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_settings(args) -> int:
+    from .config import PRESETS
+    from .training.settings import PAPER_RECIPE, PRESET_TRAIN_DEFAULTS
+
+    if args.preset not in PRESETS:
+        print(f"error: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}",
+              file=sys.stderr)
+        return 1
+    model, train = settings_fields()
+    model.update(PRESETS[args.preset])
+    train.update(PRESET_TRAIN_DEFAULTS.get(args.preset, PAPER_RECIPE))
+    for title, values in ((f"model settings (preset {args.preset})", model),
+                          (f"training settings (preset {args.preset})", train)):
+        print(f"{title}:")
+        width = max(len(k) for k in values)
+        for k, v in values.items():
+            print(f"  {k:<{width}}  {v!r}")
+    print("\nset any of them with --set KEY=VALUE (values in JSON / Python syntax)")
     return 0
 
 
@@ -125,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args, parser)
+    if args.command == "settings":
+        return cmd_settings(args)
     return cmd_info(args)
 
 

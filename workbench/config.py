@@ -15,10 +15,10 @@ from .registry import Registry
 
 # Filled where each entry is defined: ``@MODEL_KINDS.register("mae")`` on the model class
 # (models/mae.py, models/mff.py), ``@MASK_STRATEGIES.register("random")`` on the score function
-# (models/masking.py). ``workbench`` imports ``workbench.models``, so both are complete as soon as
-# anything in the package is imported.
-MODEL_KINDS: Registry[Callable[..., Any]] = Registry("model kind")
-MASK_STRATEGIES: Registry[Callable[..., Any]] = Registry("mask_strategy")
+# (models/masking.py). The first lookup imports ``workbench.models`` (and torch), so both are
+# complete whenever they are read, while a config alone loads without torch.
+MODEL_KINDS: Registry[Callable[..., Any]] = Registry("model kind", source="workbench.models")
+MASK_STRATEGIES: Registry[Callable[..., Any]] = Registry("mask_strategy", source="workbench.models")
 FUSION_PROJECTIONS = ("linear", "identity", "mlp")
 
 # Attention heads used by the published checkpoints for each encoder width (ViT-Ti/S/B/L/H).

@@ -13,6 +13,7 @@ registry (config validation, command-line choices, widgets) sees it at once.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -21,9 +22,19 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named objects of one kind, in registration order."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, source: str | None = None):
         self.what = what  # the kind of thing, as an error message names it: "model kind"
+        self.source = source  # the module whose import registers the built-in entries
         self._entries: dict[str, T] = {}
+
+    @property
+    def entries(self) -> dict[str, T]:
+        """Every entry, the built-in ones imported from ``source`` on the first lookup (so that
+        reading a config does not import what defines its entries, e.g. torch)."""
+        if self.source is not None:
+            source, self.source = self.source, None
+            importlib.import_module(source)
+        return self._entries
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REGISTRY.register("name")`` adds the decorated object under ``name``."""
@@ -37,20 +48,20 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> T:
         """Remove ``name`` and return what it held (for tests that register a throwaway entry)."""
         self.get(name)
-        return self._entries.pop(name)
+        return self.entries.pop(name)
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; ValueError naming the valid choices otherwise."""
         if name not in self:
             raise ValueError(f"{self.what} must be one of {self.names()}, got {name!r}")
-        return self._entries[name]
+        return self.entries[name]
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self._entries)
+        return tuple(self.entries)
 
     def __contains__(self, name: object) -> bool:
         try:
-            return name in self._entries
+            return name in self.entries
         except TypeError:  # unhashable: certainly not a registered name
             return False
 
@@ -58,7 +69,7 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def __repr__(self) -> str:
-        return f"Registry({self.what!r}, {list(self._entries)})"
+        return f"Registry({self.what!r}, {list(self.entries)})"

@@ -1,7 +1,9 @@
 """Paper-style figures (matplotlib) and interactive views (plotly) of probe results
 (curvature figures: :mod:`.curvature`).
 
-Plots draw numbers the probes return; they compute nothing of their own. ``save_figure`` writes
+Plots draw numbers the probes return; they compute nothing of their own beyond what a panel
+states it shows (the Hessian claim's per-minibatch log ratio, Wilson intervals of probe
+accuracies: ``minibatch_log_ratio``, ``wilson_interval``). ``save_figure`` writes
 a figure as PNG + SVG (matplotlib) or HTML (plotly), with the numbers behind it as JSON.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 import numpy as np
 import torch
 
@@ -82,24 +85,26 @@ def _layer_colors(n: int, cmap: str = "plasma"):
 
 def fusion_weights_figure(history, title: str = "MFF fusion weights during pretraining"):
     """MFF's Figure: normalised weight of each fused layer against training step (left) and the
-    final weights as bars (right). ``history`` is a ``probes.fusion_history`` result."""
+    final weights as bars from 0 (right, each bar labelled with its value). Both panels mark the
+    uniform start 1/L as a labelled line. ``history`` is a ``probes.fusion_history`` result."""
     steps = np.asarray(history.steps)
     w = np.asarray(history.weights)  # [T, L]
     colors = _layer_colors(len(history.layers))
+    uniform = 1 / len(history.layers)
+    start = f"uniform start 1/{len(history.layers)} = {uniform:.3g}"
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     for j, layer in enumerate(history.layers):
         ax.plot(steps, w[:, j], color=colors[j], label=f"block {layer}")
-    ax.axhline(1 / len(history.layers), color="grey", lw=0.8, ls=":", label="uniform start")
-    ax.set_xlabel("training step"), ax.set_ylabel("normalised weight"), ax.set_title(title, fontsize=10)
+    ax.axhline(uniform, color="grey", lw=0.8, ls=":", label=start)
+    ax.set_xlabel("training step"), ax.set_title(title, fontsize=10)
+    ax.set_ylabel("normalised weight (sums to 1)")
     ax.legend(fontsize=7, ncol=2)
-    bx.bar([str(layer) for layer in history.layers], w[-1], color=colors)
-    uniform = 1 / len(history.layers)
-    lo, hi = min(w[-1].min(), uniform), max(w[-1].max(), uniform)
-    pad = max(0.15 * (hi - lo), 1e-3)
-    bx.set_ylim(max(0.0, lo - pad), hi + pad)  # zoomed: small moves stay visible
-    bx.axhline(uniform, color="grey", lw=0.8, ls=":")
-    bx.set_xlabel("fused block"), bx.set_ylabel("final weight")
-    bx.set_title(f"step {int(steps[-1])}", fontsize=10)
+    bars = bx.bar([str(layer) for layer in history.layers], w[-1], color=colors)
+    bx.bar_label(bars, fmt="%.3f", fontsize=6)  # small moves from 1/L stay readable
+    bx.axhline(uniform, color="grey", lw=0.8, ls=":", label=start)
+    bx.set_ylim(0, 1.35 * max(float(w[-1].max()), uniform))  # bars start at 0; legend room
+    bx.set_xlabel("fused block"), bx.set_ylabel("final weight (sums to 1)")
+    bx.set_title(f"step {int(steps[-1])}", fontsize=10), bx.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -123,37 +128,81 @@ def fusion_weights_plotly(history, title: str = "MFF fusion weights during pretr
 
 
 # ----------------------------------------------------------------------------- Fourier
+SUBLAYER_STYLES = {None: "-", "attn": "-", "mlp": "--"}  # attention solid, MLP dashed
+
+
+def _block_and_sublayer(name: str, row: int) -> tuple[int, str | None]:
+    """("block 3 mlp", _) -> (3, "mlp"); ("block 3", _) -> (3, None); unparsed: (row, None)."""
+    parts = name.split()
+    try:
+        return int(parts[1]), (parts[2] if len(parts) > 2 else None)
+    except (IndexError, ValueError):
+        return row, None
+
+
+def _depth_colorbar(fig, ax, blocks: Sequence[int], colors):
+    """A discrete colourbar of the depth colours: one colour per block index, shallow first."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    norm = BoundaryNorm(np.arange(len(blocks) + 1) - 0.5, len(blocks))
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=ListedColormap(colors)), ax=ax,
+                      ticks=range(len(blocks)), pad=0.02)
+    cb.ax.set_yticklabels([str(b) for b in blocks], fontsize=7)
+    cb.set_label("depth (block index)", fontsize=8)
+    return cb
+
+
+def _frequency_panel(fig, ax, name: str, r) -> None:
+    """One model's curves: colour = block (depth colourbar), line style = sub-block."""
+    freqs = np.asarray(r.freqs)
+    parsed = [_block_and_sublayer(r.names[i], i) for i in r.block_rows]
+    blocks = sorted({b for b, _ in parsed})
+    colors = _layer_colors(len(blocks))
+    for i, (b, sub) in zip(r.block_rows, parsed):
+        ax.plot(freqs, np.asarray(r.curves[i]), color=colors[blocks.index(b)], lw=1.2,
+                ls=SUBLAYER_STYLES.get(sub, "-"))
+    handles = []
+    if any(sub is not None for _, sub in parsed):  # two entries, not one per curve
+        handles += [Line2D([], [], color="grey", ls="-", label="after attention"),
+                    Line2D([], [], color="grey", ls="--", label="after MLP")]
+    if r.fused_row is not None:
+        handles += ax.plot(freqs, np.asarray(r.curves[r.fused_row]), color="k", ls=":", lw=1.8,
+                           label="fused (decoder input)")
+    if handles:
+        ax.legend(handles=handles, fontsize=7)
+    ax.set_xlabel("frequency (×π)"), ax.set_ylabel("Δ log amplitude")
+    ax.set_title(name, fontsize=9)
+    _depth_colorbar(fig, ax, blocks, colors)
+
+
 def frequency_figure(responses: Mapping[str, Any], title: str | None = None):
     """Park & Kim's Fourier figure for each model: Δ log amplitude over frequency, one curve per
-    layer coloured by depth (plasma), then the highest-frequency value against depth, all models
-    in one panel (MFF's fused tensor drawn as a star at depth 1)."""
+    layer coloured by depth (plasma, with a block-index colourbar; with sublayers, attention
+    solid and MLP dashed), then the highest-frequency value against depth, all models in one
+    panel (MFF's fused tensor drawn as a star at depth 1; with sublayers MLP points hollow)."""
     names = list(responses)
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6))
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.6 * (len(names) + 1), 3.6))
     markers = ["o", "s", "^", "D"]
     for ax, name in zip(axes, names):
-        r = responses[name]
-        freqs = np.asarray(r.freqs)
-        blocks = r.block_rows
-        colors = _layer_colors(len(blocks))
-        for c, i in zip(colors, blocks):
-            ax.plot(freqs, np.asarray(r.curves[i]), color=c, lw=1.2)
-        if r.fused_row is not None:
-            ax.plot(freqs, np.asarray(r.curves[r.fused_row]), "k--", lw=1.2,
-                    label="fused (decoder input)")
-            ax.legend(fontsize=7)
-        ax.set_xlabel("frequency (×π)"), ax.set_ylabel("Δ log amplitude")
-        ax.set_title(f"{name}: early (dark) → late (bright)", fontsize=9)
+        _frequency_panel(fig, ax, name, responses[name])
     ax = axes[-1]
     for k, name in enumerate(names):
         r = responses[name]
         blocks = r.block_rows
-        hf = np.asarray(r.high_frequency)
-        ax.plot(np.asarray(r.depth)[blocks], hf[blocks], marker=markers[k % 4], label=name)
+        hf, depth = np.asarray(r.high_frequency), np.asarray(r.depth)
+        line, = ax.plot(depth[blocks], hf[blocks], marker=markers[k % 4], label=name)
+        mlp = [i for i in blocks if _block_and_sublayer(r.names[i], i)[1] == "mlp"]
+        if mlp:
+            ax.plot(depth[mlp], hf[mlp], marker=markers[k % 4], ls="", mfc="white",
+                    color=line.get_color())
         if r.fused_row is not None:
             ax.plot([1.0], [hf[r.fused_row]], marker="*", ms=12, ls="",
-                    color=ax.lines[-1].get_color(), label=f"{name} fused")
+                    color=line.get_color(), label=f"{name} fused")
     ax.set_xlabel("normalised depth"), ax.set_ylabel(f"Δ log amplitude at {float(r.freqs[-1]):.2f}π")
-    ax.set_title("high-frequency amplitude by depth", fontsize=9)
+    hollow = any(_block_and_sublayer(n, 0)[1] for r in responses.values() for n in r.names)
+    ax.set_title("high-frequency amplitude by depth" + (" (hollow: after MLP)" if hollow else ""),
+                 fontsize=9)
     ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -174,36 +223,98 @@ def last_layer_spectrum_figure(responses: Mapping[str, Any]):
 
 
 # ----------------------------------------------------------------------------- Hessian
-def hessian_figure(spectra: Mapping[str, Any], bins: int = 40):
-    """Distribution of the top Hessian eigenvalues over minibatches (Park & Kim / MFF style):
-    one density histogram per model on a shared axis, density log-scaled."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    values = {n: np.asarray(torch.as_tensor(e, dtype=torch.float64).flatten()) for n, e in spectra.items()}
-    lo = min(v.min() for v in values.values())
-    hi = max(v.max() for v in values.values())
+def _eig_rows(e) -> np.ndarray:
+    """Eigenvalues as [minibatches, k] float64 (seeds, if stacked, become more minibatches)."""
+    a = np.asarray(torch.as_tensor(e, dtype=torch.float64))
+    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+
+
+def minibatch_log_ratio(base, other) -> np.ndarray:
+    """[minibatches] per minibatch, the mean over the top k of log(|λ other| / |λ base|) (the
+    statistic of ``findings.mff_flatter_hessian``); both [minibatches, k] on the same batches."""
+    a, b = np.abs(_eig_rows(base)), np.abs(_eig_rows(other))
+    if a.shape != b.shape:
+        raise ValueError(f"eigenvalues of different shapes {a.shape} and {b.shape}")
+    with np.errstate(divide="ignore"):  # a zero eigenvalue: an infinite ratio, not drawn
+        return np.log(b / a).mean(axis=1)
+
+
+def hessian_figure(spectra: Mapping[str, Any], bins: int = 40,
+                   pair: tuple[str, str] | None = ("MAE", "MFF-MAE")):
+    """Left: the top-k Hessian eigenvalues (``hessian_spectrum``: [minibatches, k] per model)
+    pooled over minibatches, one density histogram per model on a shared axis, density
+    log-scaled. Right (when both models of ``pair`` = (base, other) are in ``spectra``): per
+    minibatch, the mean over the top k of log(|λ other| / |λ base|), the claim's statistic
+    (``findings.mff_flatter_hessian``), with 0 (equal curvature) marked."""
+    rows = {n: _eig_rows(e) for n, e in spectra.items()}
+    both = pair is not None and all(p in rows for p in pair)
+    fig, axes = plt.subplots(1, 2 if both else 1, figsize=(10, 3.6) if both else (5.5, 3.6),
+                             squeeze=False, gridspec_kw={"width_ratios": [3, 2] if both else [1]})
+    ax = axes[0, 0]
+    lo = min(v.min() for v in rows.values())
+    hi = max(v.max() for v in rows.values())
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-    for name, v in values.items():
-        ax.hist(v, bins=edges, density=True, alpha=0.5, label=f"{name} (max {v.max():.3g})",
-                histtype="stepfilled")
-    ax.set_yscale("log"), ax.set_xlabel("Hessian eigenvalue (top-k per minibatch)")
-    ax.set_ylabel("density"), ax.legend(fontsize=8)
-    ax.set_title("Hessian max-eigenvalue spectrum", fontsize=10)
+    for name, v in rows.items():
+        top = np.median(np.abs(v[:, 0]))  # as the claim's text: median |λ1| over minibatches
+        ax.hist(v.ravel(), bins=edges, density=True, alpha=0.5, histtype="stepfilled",
+                label=f"{name} ({v.shape[0]}×{v.shape[1]}, median |λ1| {top:.3g})")
+    shapes = {v.shape for v in rows.values()}
+    ks = "/".join(sorted({str(s[1]) for s in shapes}))
+    batches = "/".join(sorted({str(s[0]) for s in shapes}))
+    ax.set_yscale("log"), ax.set_xlabel("Hessian eigenvalue (top-k of each minibatch, signed)")
+    ax.set_ylabel("density"), ax.legend(fontsize=7)
+    ax.set_title(f"top-{ks} Hessian eigenvalues, pooled over {batches} minibatches", fontsize=10)
+    if both:
+        _log_ratio_panel(axes[0, 1], rows[pair[0]], rows[pair[1]], *pair)
     fig.tight_layout()
     return fig
 
 
+def _log_ratio_panel(ax, base: np.ndarray, other: np.ndarray, base_name: str, other_name: str):
+    ratio = minibatch_log_ratio(base, other)  # [minibatches]
+    ax.plot(np.arange(len(ratio)), ratio, "o", color="C2", label="one minibatch")
+    ax.axhline(0.0, color="k", lw=0.8, label="0: equal curvature")
+    ax.set_xlabel("minibatch")
+    ax.set_ylabel(f"mean log(|λ {other_name}| / |λ {base_name}|)\nover the top {base.shape[1]}",
+                  fontsize=8)
+    ax.set_title(f"per minibatch (< 0: {other_name} flatter)", fontsize=10)
+    ax.legend(fontsize=7)
+
+
 # ----------------------------------------------------------------------------- frozen features
-def probe_scores_figure(scores: Mapping[str, Mapping[str, float]]):
+def wilson_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` items (correct = round(acc·n)),
+    in [0, 1] (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(round(accuracy * n)), n).proportion_ci(level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int | None = None,
+                        n_classes: int | None = None):
     """Grouped bars: accuracy (%) of each probe (x) for each model (colour). ``scores`` maps a
     model name to {probe name: accuracy in [0, 1]} (``probes.probe_scores``), every model with
-    the same probes."""
+    the same probes. With ``n_test`` (test images): 95 % Wilson intervals as error bars and n in
+    the title; with ``n_classes``: a labelled chance line at 100/C %."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     kinds = list(next(iter(scores.values())))
     for j, (name, s) in enumerate(scores.items()):
-        ax.bar([i + 0.4 * j for i in range(len(kinds))], [100 * s[k] for k in kinds], width=0.4,
-               label=name)
+        x = [i + 0.4 * j for i in range(len(kinds))]
+        acc = [100 * s[k] for k in kinds]
+        ax.bar(x, acc, width=0.4, label=name)
+        if n_test:
+            ci = np.array([wilson_interval(s[k], n_test) for k in kinds]).T * 100  # [2, probes]
+            ax.errorbar(x, acc, yerr=np.abs(ci - np.array(acc)), fmt="none", ecolor="k",
+                        capsize=3, lw=1)
+    if n_classes:
+        ax.axhline(100 / n_classes, color="grey", ls="--", lw=1,
+                   label=f"chance 1/{n_classes} = {100 / n_classes:.3g} %")
     ax.set_xticks([i + 0.2 for i in range(len(kinds))], kinds)
-    ax.set_ylabel("accuracy (%)"), ax.legend()
+    ax.set_ylabel("accuracy (%)"), ax.set_ylim(0, 100), ax.legend(fontsize=8)
+    if n_test:
+        ax.set_title(f"n = {n_test} test images; error bars: 95 % Wilson interval", fontsize=9)
+    fig.tight_layout()
     return fig
 
 

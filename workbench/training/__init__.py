@@ -12,17 +12,20 @@ training step, and one loop.
 """
 from __future__ import annotations
 
-from ..io import OutputError
-from .distributed import Dist, StopRequest, setup_distributed
-from .evaluation import evaluate, snapshot_picture
-from .loop import train
-from .schedule import group_names, lr_at, param_groups, peak_lr, warmup_cosine, warmup_steps
-from .settings import PAPER_RECIPE, PRESET_TRAIN_DEFAULTS, TrainConfig, TrainResult, resolve
-from .step import (TrainingDiverged, TrainState, build_train_state, masks_for, pick_precision,
-                   train_step)
+from ..exports import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_step", "build_train_state", "TrainState",
-           "TrainingDiverged", "OutputError", "resolve", "lr_at", "peak_lr", "warmup_steps",
-           "warmup_cosine", "param_groups", "group_names", "evaluate", "snapshot_picture",
-           "masks_for", "pick_precision", "Dist", "StopRequest", "setup_distributed",
-           "PRESET_TRAIN_DEFAULTS", "PAPER_RECIPE"]
+# each name's module; imported on first use, so the settings (TrainConfig) load without torch
+_WHERE = {
+    "OutputError": "..io",
+    "Dist": ".distributed", "StopRequest": ".distributed", "setup_distributed": ".distributed",
+    "evaluate": ".evaluation", "snapshot_picture": ".evaluation",
+    "train": ".loop",
+    "group_names": ".schedule", "lr_at": ".schedule", "param_groups": ".schedule",
+    "peak_lr": ".schedule", "warmup_cosine": ".schedule", "warmup_steps": ".schedule",
+    "PAPER_RECIPE": ".settings", "PRESET_TRAIN_DEFAULTS": ".settings", "TrainConfig": ".settings",
+    "TrainResult": ".settings", "resolve": ".settings",
+    "TrainingDiverged": ".step", "TrainState": ".step", "build_train_state": ".step",
+    "masks_for": ".step", "pick_precision": ".step", "train_step": ".step",
+}
+__getattr__ = lazy_exports(__name__, _WHERE)
+__all__ = list(_WHERE)

@@ -18,10 +18,12 @@ as they were when ``train`` returns.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -30,13 +32,14 @@ from torch.utils.data import DataLoader
 
 from ..config import ModelConfig
 from ..data import StepBatches, build_dataset, fixed_batch
-from ..io import run_files
+from ..io import read_metrics, run_files
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
 from .evaluation import evaluate
 from .rng import preserved_rng
 from .run_dir import RunOutputs, check_room, claim_run_dir, resume
-from .settings import TrainConfig, TrainResult, build_model_config, resolve
+from .settings import (TrainConfig, TrainResult, build_model_config, check_mask_count,
+                       resolve)
 from .step import TrainingDiverged, TrainState, build_train_state, pick_precision, train_step
 
 
@@ -49,6 +52,7 @@ class RunData:
     order: StepBatches
     batches: Iterator
     fixed: torch.Tensor  # [n, 3, S, S]
+    fixed_heldout: bool = True  # False: a small folder without held-out files lent training images
 
     def micro_batches(self, step: int, accum: int) -> Iterator[tuple[torch.Tensor, list[int]]]:
         """(images, mask seeds) of each micro-batch of optimizer step ``step``, loaded lazily."""
@@ -102,11 +106,20 @@ def check_batch_split(cfg: TrainConfig, dd: Dist) -> None:
                          f"accum_steps ({cfg.accum_steps})")
 
 
-def load_data(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, device: torch.device, start: int,
-              stop: int) -> RunData:
+def open_dataset(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist):
+    """The training images, opened before any directory is made: a missing folder or one without
+    images fails here and leaves nothing behind."""
     data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True)
     if dd.main and hasattr(data, "report"):  # image folders: skipped and converted files
-        print(f"[train] data: {data.report()}", file=sys.stderr)
+        print(f"[train] data: {data.report()}", flush=True)
+    if dd.main and len(data) < cfg.batch_size:
+        warnings.warn(f"the data ({cfg.data}) has {len(data)} training images, fewer than one "
+                      f"batch ({cfg.batch_size}): every batch repeats images")
+    return data
+
+
+def load_data(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, device: torch.device, data,
+              start: int, stop: int) -> RunData:
     order = StepBatches(len(data), cfg.batch_size, cfg.seed, cfg.accum_steps, dd.rank, dd.world,
                         start_step=start, steps=stop)
     loader = DataLoader(data, batch_sampler=order, num_workers=cfg.num_workers,
@@ -114,37 +127,57 @@ def load_data(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, device: torch.devic
                         worker_init_fn=ignore_sigint if cfg.num_workers else None)
     n = max(4, cfg.eval_images)
     try:
-        fixed = fixed_batch(cfg.data, mcfg.img_size, n, "heldout", 0)[0]
+        fixed, heldout = fixed_batch(cfg.data, mcfg.img_size, n, "heldout", 0)[0], True
     except ValueError as e:  # e.g. a small folder without held-out files
-        warnings.warn(f"{e}: snapshots and the final loss use training images instead")
-        fixed = fixed_batch(cfg.data, mcfg.img_size, n, "train", 0)[0]
-    return RunData(len(data), order, iter(loader), fixed)
+        warnings.warn(f"{e}: snapshots and the final loss use training images instead (the loss "
+                      f"is logged as train_images_loss, not heldout_loss)")
+        fixed, heldout = fixed_batch(cfg.data, mcfg.img_size, n, "train", 0)[0], False
+    return RunData(len(data), order, iter(loader), fixed, heldout)
+
+
+@contextlib.contextmanager
+def removed_on_failure(root: Path, dd: Dist) -> Iterator[None]:
+    """A start that fails (unwritable, no room, a bad setting) removes the run directory it
+    created, so a corrected command does not meet a half-made run; an existing one is kept."""
+    existed = root.exists()
+    try:
+        yield
+    except BaseException:
+        if dd.main and not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStack) -> TrainResult:
-    """Set up (device, directory, model, resume, data), then step until ``stop``."""
+    """Set up (device, data, directory, model, resume), then step until ``stop``."""
     device = pick_device(cfg.device, dd.local_rank)
     precision = pick_precision(cfg.precision, device)
     check_batch_split(cfg, dd)
+    check_mask_count(mcfg, cfg.preset)
+    dataset = open_dataset(cfg, mcfg, dd)
     files = run_files(cfg.out)
-    claim_run_dir(files, cfg, dd, device, held)
-    state = build_train_state(cfg, mcfg, device, precision)  # identical on every rank
-    check_room(files, state.raw, dd, device)
-    resumed = cfg.resume and resume(state, files, cfg, mcfg, dd)
+    with removed_on_failure(files.root, dd):
+        claim_run_dir(files, cfg, dd, device, held)
+        state = build_train_state(cfg, mcfg, device, precision)  # identical on every rank
+        check_room(files, state.raw, dd, device)
+        saved = resume(state, files, cfg, mcfg, dd) if cfg.resume else None
     stop = cfg.stop_after or cfg.steps
-    data = load_data(cfg, mcfg, dd, device, state.step, stop)
+    if saved is not None and state.step >= stop:
+        return finished_result(files, cfg, saved, state.step, stop, dd)
+    data = load_data(cfg, mcfg, dd, device, dataset, state.step, stop)
     state.wrap(cfg.compile, dd)
     state.model.train()
-    outputs = RunOutputs(files, dd, state.step if resumed else None)
+    outputs = RunOutputs(files, dd, state.step if saved is not None else None)
     held.callback(outputs.close)
     outputs.open(cfg, mcfg, state.step)
-    if not resumed and state.raw.has_fusion:  # the initial weights: where the fusion moves from
+    if saved is None and state.raw.has_fusion:  # the initial weights: where the fusion moves from
         outputs.log(fusion_record(state))
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
+    lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
     held.callback(stopper.restore)  # the previous handlers come back however the run ends
-    t_start, window = time.perf_counter(), LogWindow()
-    last_loss, ips, heldout, interrupted = float("nan"), 0.0, None, False
+    t_start, first, window = time.perf_counter(), state.step, LogWindow()
+    record, interrupted = {}, False
     while state.step < stop:
         lr = state.lr
         try:
@@ -157,20 +190,22 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         if bar is not None:
             bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == stop:
-            last_loss, ips = window.close()
-            record = log_record(state, cfg, lr, last_loss, ips, data.num_items)
+            record = log_record(state, cfg, lr, *window.close(), data.num_items)
             if state.step == stop and cfg.eval_images:
-                heldout = record["heldout_loss"] = evaluate(
-                    state.raw, data.fixed[:cfg.eval_images], mask_ratio=mcfg.mask_ratio,
-                    seed=cfg.seed)
+                key = "heldout_loss" if data.fixed_heldout else "train_images_loss"
+                record[key] = evaluate(state.raw, data.fixed[:cfg.eval_images],
+                                       mask_ratio=mcfg.mask_ratio, seed=cfg.seed)
             outputs.log(record)
             if bar is not None:
-                bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+            if lines:
+                print(log_line(record, stop, time.perf_counter() - t_start, state.step - first),
+                      flush=True)
             window = LogWindow()
         interrupted = stopper.agreed(dd, device) and state.step < stop  # the same on every rank
         if (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or state.step == stop \
                 or interrupted:
-            outputs.save(state, cfg, data.num_items)
+            outputs.save(state, cfg, data.num_items, record)
         if cfg.snapshot_every and (state.step % cfg.snapshot_every == 0 or state.step == stop):
             outputs.snapshot(state, data.fixed[:4], cfg.seed)
         if interrupted:
@@ -178,11 +213,37 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     if bar is not None:
         bar.close()
     why = (stopper.signal or "stop requested on another rank") if interrupted else None
-    result = TrainResult(step=state.step, loss=last_loss, heldout_loss=heldout, images_per_s=ips,
-                         wall_s=time.perf_counter() - t_start, out=str(files.root),
-                         checkpoint=str(files.checkpoint), interrupted=why)
+    result = result_of(record, state.step, time.perf_counter() - t_start, files, why)
     if dd.main:
-        print(final_message(result, cfg, mcfg, stop), file=sys.stderr)
+        print(final_message(result, cfg, mcfg, stop), flush=True)
+    return result
+
+
+def result_of(record: dict, step: int, wall_s: float, files, interrupted: str | None = None
+              ) -> TrainResult:
+    """The run's result from its last metric record."""
+    return TrainResult(step=step, loss=record.get("loss", float("nan")),
+                       heldout_loss=record.get("heldout_loss"),
+                       images_per_s=record.get("images_per_s", 0.0), wall_s=wall_s,
+                       out=str(files.root), checkpoint=str(files.checkpoint),
+                       interrupted=interrupted,
+                       train_images_loss=record.get("train_images_loss"))
+
+
+def finished_result(files, cfg: TrainConfig, saved: dict, step: int, stop: int,
+                    dd: Dist) -> TrainResult:
+    """A resumed run that has nothing left to do: its numbers from the checkpoint (or, for an
+    older checkpoint, the run's last metric record)."""
+    record = saved or next((r for r in reversed(read_metrics(files.metrics)) if "loss" in r), {})
+    result = result_of(record, step, 0.0, files)
+    if dd.main:
+        end = f"stop_after={stop} of {cfg.steps} steps" if stop < cfg.steps else "the last step"
+        loss = f", loss {result.loss:.4f}" if record else ""
+        held = (f", held-out loss {result.heldout_loss:.4f}"
+                if result.heldout_loss is not None else "")
+        print(f"[train] {files.root}: already complete at step {step} ({end}){loss}{held}; "
+              f"checkpoint {files.checkpoint}. To train further pass a larger --steps (the lr "
+              f"schedule is then recomputed for the new length)", flush=True)
     return result
 
 
@@ -210,6 +271,24 @@ def progress_bar(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, stop: int, step:
     return tqdm(total=stop, initial=step, desc=f"{mcfg.kind}-{cfg.preset}", dynamic_ncols=True)
 
 
+def log_line(record: dict, stop: int, elapsed: float, steps_done: int) -> str:
+    """The line a run prints at each log step when no progress bar is shown (output to a file,
+    nohup, a batch scheduler): step, loss, lr, images/s and the time left at the pace so far."""
+    left = elapsed / steps_done * (stop - record["step"]) if steps_done else float("nan")
+    return (f"[train] step {record['step']}/{stop}  loss {record['loss']:.4f}  "
+            f"lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s  ETA {duration(left)}")
+
+
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s, 12s; '?' when unknown."""
+    if seconds != seconds:  # NaN
+        return "?"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def final_message(r: TrainResult, cfg: TrainConfig, mcfg: ModelConfig, stop: int) -> str:
     if r.interrupted:
         return (f"[train] {r.interrupted}: interrupted at step {r.step}/{stop} after finishing "
@@ -217,4 +296,6 @@ def final_message(r: TrainResult, cfg: TrainConfig, mcfg: ModelConfig, stop: int
     msg = f"[train] {mcfg.kind}-{cfg.preset}: step {r.step}/{cfg.steps}, loss {r.loss:.4f}"
     if r.heldout_loss is not None:
         msg += f", held-out loss {r.heldout_loss:.4f}"
+    if r.train_images_loss is not None:
+        msg += f", loss on {cfg.eval_images} training images {r.train_images_loss:.4f} (no held-out images)"
     return msg + f", {r.wall_s:.1f} s; checkpoint {r.checkpoint}"

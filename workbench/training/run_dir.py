@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from ..checkpoints import checkpoint_dict, read_checkpoint
 from ..config import ModelConfig
 from ..io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
                   atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
-                  remove_stale_temps)
+                  remove_stale_temps, run_files)
 from .distributed import Dist, check_on_main
 from .evaluation import finite_weights, snapshot_picture
 from .rng import rng_state, set_rng_state
@@ -39,15 +39,27 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
         check_writable(files.root)
         held.enter_context(file_lock(files.lock, timeout=0, holder="another training run"))
         if files.checkpoint.exists() and not cfg.resume:
-            raise FileExistsError(f"{files.checkpoint} exists: pass --resume to continue that "
-                                  f"run, or choose another --out")
+            raise FileExistsError(f"{files.root} holds a run ({describe_run(files)}): pass "
+                                  f"--resume to continue it, or choose another --out")
         stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
         if stale:
             print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut short "
                   f"(e.g. {stale[0].name}); the files they would have replaced are intact",
-                  file=sys.stderr)
+                  flush=True)
 
     check_on_main(check, dd, device)
+
+
+def describe_run(files: RunFiles) -> str:
+    """'complete at step 300, loss 0.4550' / 'at step 120 of 300' from the run's checkpoint."""
+    try:
+        ck = read_checkpoint(files.checkpoint, map_location="cpu")
+    except (OSError, ValueError) as e:  # a damaged checkpoint: say so, the refusal stands
+        return f"its checkpoint cannot be read: {e}"
+    step, steps = ck.get("step"), (ck.get("train_config") or {}).get("steps")
+    loss = (ck.get("last_metrics") or {}).get("loss")
+    where = f"complete at step {step}" if step == steps else f"at step {step} of {steps}"
+    return where + (f", loss {loss:.4f}" if loss is not None else "")
 
 
 def check_room(files: RunFiles, model: torch.nn.Module, dd: Dist, device: torch.device) -> None:
@@ -55,28 +67,57 @@ def check_room(files: RunFiles, model: torch.nn.Module, dd: Dist, device: torch.
     check_on_main(lambda: check_free_space(files.root, checkpoint_bytes(model)), dd, device)
 
 
+def saved_train_config(out: str | Path) -> dict | None:
+    """The training settings stored in the checkpoint of run directory ``out``; None when it has
+    no checkpoint (or one written without them)."""
+    files = run_files(out)
+    if not files.checkpoint.exists():
+        return None
+    return read_checkpoint(files.checkpoint, map_location="cpu").get("train_config") or None
+
+
+# what a resumed run may change and still continue (with a warning), and what each change means
+RESUME_CHANGES = {
+    "steps": "the lr schedule (warmup, cosine decay) is recomputed for the new length, so the lr "
+             "from here on differs from the original run's",
+    "batch_size": "the batches from here on differ from the original run's",
+    "seed": "the images and masks from here on differ from the original run's",
+    "data": "the run continues on other images",
+    "accum_steps": "the micro-batches differ from the original run's",
+}
+
+
 def resume(state: TrainState, files: RunFiles, cfg: TrainConfig, mcfg: ModelConfig,
-           dd: Dist) -> bool:
-    """Load the run's checkpoint into ``state`` and the global generators; False when there is
-    none (a new run starts)."""
+           dd: Dist) -> dict | None:
+    """Load the run's checkpoint into ``state`` and the global generators. Returns the metric
+    record saved with it ({} for an older checkpoint), or None when there is no checkpoint (a new
+    run starts)."""
     if not files.checkpoint.exists():
         if dd.main:
-            print(f"[train] no checkpoint at {files.checkpoint}; starting a new run",
-                  file=sys.stderr)
-        return False
+            print(f"[train] no checkpoint at {files.checkpoint}; starting a new run", flush=True)
+        return None
     ck = read_checkpoint(files.checkpoint, map_location="cpu")
-    if ck.get("config") != mcfg.to_dict():
-        raise ValueError(f"cannot resume {files.checkpoint}: it holds a different model "
-                         f"({ck.get('config')}) than requested ({mcfg.to_dict()})")
+    saved = ck.get("config") or {}
+    if saved != mcfg.to_dict():
+        raise ValueError(f"cannot resume {files.checkpoint}: it holds a different model; "
+                         f"{differences(saved, mcfg.to_dict())}. Resume without these settings "
+                         f"(the CLI takes them from the checkpoint) or choose another --out")
     state.load_state_dict(ck)
     set_rng_state(ck["rng"])
     before = ck.get("train_config", {})
-    changed = [k for k in ("batch_size", "seed", "data", "accum_steps")
-               if k in before and before[k] != getattr(cfg, k)]
-    if changed and dd.main:
-        warnings.warn(f"resuming {files.checkpoint} with a different {', '.join(changed)}: the "
-                      f"run continues, but not as the original run would have")
-    return True
+    if dd.main:
+        for k, meaning in RESUME_CHANGES.items():
+            if k in before and before[k] != getattr(cfg, k):
+                warnings.warn(f"resuming {files.checkpoint} with {k} {getattr(cfg, k)!r} instead "
+                              f"of {before[k]!r}: {meaning}")
+    return dict(ck.get("last_metrics") or {})
+
+
+def differences(saved: dict, requested: dict) -> str:
+    """'depth: checkpoint 2, requested 3; ...' for the fields that differ."""
+    keys = [k for k in {**saved, **requested} if saved.get(k) != requested.get(k)]
+    return "; ".join(f"{k}: checkpoint {saved.get(k)!r}, requested {requested.get(k)!r}"
+                     for k in keys)
 
 
 class RunOutputs:
@@ -96,14 +137,17 @@ class RunOutputs:
             return
         atomic_write_text(self.files.config, json.dumps(
             {"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2))
-        kept = [r for r in read_metrics(self.files.metrics) if int(r.get("step", 0)) <= step]
+        # a resumed run keeps the records up to its checkpoint; a new one (a run killed before
+        # its first checkpoint, started again) keeps none, not even the old step-0 line
+        kept = [r for r in read_metrics(self.files.metrics) if int(r.get("step", 0)) <= step] \
+            if step else []
         atomic_write_text(self.files.metrics, "".join(json.dumps(r) + "\n" for r in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.files.tensorboard),
                                         purge_step=step + 1 if step else None)
         except ImportError:
-            print("[train] tensorboard not installed: no TensorBoard logs", file=sys.stderr)
+            print("[train] tensorboard not installed: no TensorBoard logs", flush=True)
 
     def last_good(self) -> str:
         if self.last_checkpoint is None:
@@ -114,8 +158,10 @@ class RunOutputs:
         return OutputError(f"could not write {what} at step {at}: {e}; training stopped. Last "
                            f"good checkpoint (intact): {self.last_good()}")
 
-    def save(self, state: TrainState, cfg: TrainConfig, num_items: int) -> None:
-        """The full training state at ``state.step`` (refused when the weights are not finite)."""
+    def save(self, state: TrainState, cfg: TrainConfig, num_items: int,
+             record: dict[str, Any] | None = None) -> None:
+        """The full training state at ``state.step`` (refused when the weights are not finite),
+        with the last metric ``record`` (what a finished run reports when run again)."""
         at = state.step
         if self.main:
             if not finite_weights(state.raw):
@@ -126,7 +172,9 @@ class RunOutputs:
             try:
                 atomic_save(checkpoint_dict(state.raw, step=at, **state.state_dict(),
                                             rng=rng_state(), train_config=cfg.to_dict(),
-                                            data_position=position), self.files.checkpoint)
+                                            data_position=position,
+                                            last_metrics=dict(record or {})),
+                            self.files.checkpoint)
             except OSError as e:  # e.g. ENOSPC: the old checkpoint is untouched, the temp removed
                 raise self.failed(f"the checkpoint {self.files.checkpoint}", at, e) from e
         self.last_checkpoint = at

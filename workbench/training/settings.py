@@ -58,6 +58,14 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         return d
 
+    def continued(self, fields: dict[str, Any], overrides: dict[str, Any],
+                  **session: Any) -> "TrainConfig":
+        """This (saved) run's settings to continue it: ``fields`` and model ``overrides`` given
+        anew replace the saved ones, ``session`` (out, device, ...) is this invocation's. An
+        earlier ``stop_after`` is dropped unless given again: a resumed run goes on to the end."""
+        return dataclasses.replace(self, **{"stop_after": None, **fields, **session},
+                                   model_overrides={**self.model_overrides, **overrides})
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """The inverse of :meth:`to_dict`; unknown keys are ignored (files of older versions,
@@ -82,6 +90,8 @@ class TrainResult:
     out: str
     checkpoint: str
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run early
+    # the final loss on training images, when the data has no held-out images (heldout_loss None)
+    train_images_loss: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,6 +123,23 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     return cfg
+
+
+def check_mask_count(mcfg: ModelConfig, preset: str) -> None:
+    """Training needs at least one masked patch (the loss is over masked patches) and one visible
+    one (the encoder's input): refuse ratios that leave either side empty, naming the counts."""
+    from ..models.masking import num_kept
+
+    grid = mcfg.img_size // mcfg.patch_size
+    n = grid * grid
+    kept = num_kept(n, mcfg.mask_ratio)
+    where = f"the {n} patches ({grid}x{grid} grid of {mcfg.patch_size} px, preset {preset!r})"
+    if kept == n:
+        raise ValueError(f"mask_ratio {mcfg.mask_ratio} masks none of {where}: nothing to "
+                         f"predict, the loss is empty; MAE trains at 0.75")
+    if kept == 0:
+        raise ValueError(f"mask_ratio {mcfg.mask_ratio} masks all of {where}: the encoder sees "
+                         f"nothing; keep at least one patch (mask_ratio <= {1 - 1 / n:.4f})")
 
 
 def build_model_config(cfg: TrainConfig) -> ModelConfig:

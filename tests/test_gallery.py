@@ -1,0 +1,125 @@
+"""The gallery's pages, written from fake notebook folders (no notebook runs): ``index.html``
+captions with the run's n's, and ``findings.html`` rendered from ``findings.md``."""
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from workbench.findings import make_claim
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "analysis"))
+import make_figures  # noqa: E402
+
+
+def _png(path: Path, width: int, height: int) -> None:
+    """A valid grey PNG of the given size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _claims() -> list:
+    return [make_claim("MFF Table 1", "MFF-MAE <features> beat MAE's", "MFF − MAE accuracy",
+                       "accuracy MAE 50 %, MFF 60 %", [[0, 1, 1, 0, 1, 1, 0, 1]],
+                       direction="greater", unit="images", paired=True),
+            make_claim("MFF §4.3 (Fig. 6)", "MFF's Hessian max eigenvalues are smaller",
+                       "mean log ratio", "median top eigenvalue", [[-0.2, -0.1, -0.3, 0.05]],
+                       direction="less", unit="minibatches")]
+
+
+def _record(name: str, params: dict, files: list[str]) -> dict:
+    return {"name": name, "notebook": f"{name}.ipynb", "executed": f"{name}/{name}.ipynb",
+            "parameters": params, "status": "ok", "seconds": 1.5, "files": files}
+
+
+def test_caption_counts_from_parameters_and_claims():
+    params = {"N_BATCHES": 4, "BATCH_SIZE": 16, "TOP_K": 5, "N_IMAGES": 1, "SEED": 0,
+              "RATIOS": [0.1, 0.75], "SUPERVISED_STEPS": None}
+    claims = [c.to_dict() for c in _claims()] + [{"n": 7}]
+    assert make_figures.caption_counts(params, claims) == (
+        "n: 4 minibatches × 16 images; 1 image; 2 mask ratios (0.1, 0.75); "
+        "top 5 eigenvalues per minibatch; claim over 1 seed, 8 images; "
+        "claim over 1 seed, 4 minibatches; claim over n 7")
+    assert make_figures.caption_counts({"BATCH_SIZE": 32, "N_PROBE": 256}, []) == (
+        "n: minibatches of 32 images; 256 probe training + 256 held-out images")
+    assert make_figures.caption_counts({"TRACE_SAMPLES": 30, "DENSITY_PROBES": 1}, []) == (
+        "n: 30 Hutchinson probes; 1 Lanczos probe")
+    assert make_figures.caption_counts({"SEED": 0}, []) == ""
+
+
+def test_notebook_parameters_injected_win(tmp_path):
+    cell = lambda tags, src: {"cell_type": "code", "metadata": {"tags": tags}, "source": src}  # noqa: E731
+    nb = {"cells": [cell(["parameters"], ["N_IMAGES = 6\n", "DATA = 'builtin'  # note\n",
+                                          "PATH = Path('x')\n"]),
+                    cell(["injected-parameters"], "N_IMAGES = 2\nTOL = 1e-2\n"),
+                    cell([], "N_IMAGES = 99\n")]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    assert make_figures.notebook_parameters(path) == {"N_IMAGES": 2, "DATA": "builtin",
+                                                      "TOL": 0.01}
+    assert make_figures.notebook_parameters(tmp_path / "missing.ipynb") == {}
+
+
+def test_write_index_captions_with_counts(tmp_path):
+    (tmp_path / "hessian").mkdir()
+    _png(tmp_path / "hessian" / "spectrum.png", 300, 200)
+    _png(tmp_path / "hessian" / "wide.png", 800, 200)
+    (tmp_path / "hessian" / "claims.json").write_text(json.dumps([_claims()[1].to_dict()]))
+    records = [_record("hessian", {"N_BATCHES": 4, "BATCH_SIZE": 16, "TOP_K": 5},
+                       ["hessian/claims.json", "hessian/spectrum.png", "hessian/wide.png"]),
+               _record("linear_probe", {"N_PROBE": 384}, [])]
+    captions = {"hessian": "Top-k <Hessian> eigenvalues. Paper: MFF Fig. 6.",
+                "linear_probe.ipynb": "Probe accuracy."}  # found by notebook too
+    make_figures.write_index(tmp_path, records, {"git_commit": "abc"}, captions)
+    page = (tmp_path / "index.html").read_text()
+    assert "Top-k &lt;Hessian&gt; eigenvalues. Paper: MFF Fig. 6." in page
+    assert ("n: 4 minibatches × 16 images; top 5 eigenvalues per minibatch; "
+            "claim over 1 seed, 4 minibatches") in page
+    assert "Probe accuracy." in page and "384 probe training + 384 held-out images" in page
+    assert page.count("<figcaption class='caption'>") == 2
+    # the wide figure spans both columns of the grid; a click opens the full-size file
+    assert "<a class='wide' href='hessian/wide.png'" in page
+    assert "<a class='narrow' href='hessian/spectrum.png'" in page
+    assert "href='findings.html'" in page
+
+
+def test_write_index_default_captions_from_figures_yaml(tmp_path):
+    make_figures.write_index(tmp_path, [_record("reconstruction", {"N_IMAGES": 6}, [])],
+                             {"git_commit": None})
+    page = (tmp_path / "index.html").read_text()
+    assert "MAE Figs. 2–4" in page and "n: 6 images" in page
+    # the parameters the record does not carry come from the notebook's parameters cell
+    assert "mask ratio 0.75" in page
+
+
+def test_figures_yaml_captions_name_the_paper():
+    for entry in make_figures.load_parameter_sets(make_figures.PARAMS_FILE):
+        assert "Paper:" in entry.get("caption", ""), entry["name"]
+
+
+@pytest.mark.parametrize("with_claims", [True, False])
+def test_write_findings_renders_html_tables(tmp_path, with_claims):
+    claims = _claims()
+    (tmp_path / "probe").mkdir()
+    if with_claims:
+        (tmp_path / "probe" / "claims.json").write_text(json.dumps([c.to_dict() for c in claims]))
+    make_figures.write_findings(tmp_path, [_record("probe", {}, [])])
+    page = (tmp_path / "findings.html").read_text()
+    assert "<table>" in page and "<h1>" in page and "href='index.html'" in page
+    if with_claims:
+        assert "MFF-MAE &lt;features&gt; beat MAE's" in page  # escaped, not raw HTML
+        assert "MFF's Hessian max eigenvalues are smaller" in page
+        assert page.count("<tr>") == 1 + len(claims)
+        assert "<img src='forest.png'" in page and (tmp_path / "forest.png").exists()
+    else:
+        assert page.count("<tr>") == 1 and "forest.png" not in page
