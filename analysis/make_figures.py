@@ -1,7 +1,7 @@
 """Regenerate every figure into a gallery: train (or take) checkpoints, run the notebooks with
 papermill, and write ``manifest.json``, ``index.html`` and ``findings.md``.
 
-    python analysis/make_figures.py                       # tiny MAE + MFF-MAE on built-in photos
+    python analysis/make_figures.py                       # tiny MAE, MFF-MAE, pixel-target MAE
     python analysis/make_figures.py --mae A.pth --mff B.pth --out figures-vitb   # external models
 
 Each notebook writes its figures and a ``<name>.json`` of the numbers behind them into its own
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import html
 import json
@@ -60,25 +61,57 @@ def versions() -> dict[str, str]:
 RUN_FORMAT = 2
 
 
-def train_request(kind: str, steps: int | None, extra: list[str]) -> list[str]:
-    cmd = ["train", "--model", kind, "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    """One of the tiny runs the gallery trains when no checkpoint is given for it."""
+
+    kind: str  # model kind for `python -m workbench train --model`
+    folder: str  # run directory under --runs
+    settings: tuple[str, ...] = ()  # its own training arguments, after the user's --train-arg
+    steps_divisor: int = 1  # trains for the others' steps // steps_divisor
+
+
+TINY_RUNS = {
+    "mae": TinyRun("mae", "mae-tiny"),
+    "mff": TinyRun("mff", "mff-tiny"),
+    # MAE on plain pixels (no per-patch normalisation of the target): what the official MAE demo
+    # reconstructs with, for the reconstruction gallery. It only draws one figure, so a third of
+    # the others' steps (100 of the tiny preset's 300) keeps the added training short.
+    "pixels": TinyRun("mae", "mae-pixels-tiny", ("--set", "norm_pix_loss=false"), steps_divisor=3),
+}
+
+
+def run_steps(run: TinyRun, steps: int | None) -> int | None:
+    """The steps ``run`` trains for when the batch asks for ``steps`` (None: the preset's)."""
+    if run.steps_divisor == 1:
+        return steps
+    from workbench.training.settings import PRESET_TRAIN_DEFAULTS
+
+    total = steps if steps is not None else PRESET_TRAIN_DEFAULTS["tiny"]["steps"]
+    return max(1, total // run.steps_divisor)
+
+
+def train_request(run: TinyRun, steps: int | None, extra: list[str]) -> list[str]:
+    cmd = ["train", "--model", run.kind, "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
+    steps = run_steps(run, steps)
     if steps is not None:
         cmd += ["--steps", str(steps)]
-    return cmd + extra
+    return cmd + extra + list(run.settings)
 
 
-def request_record(kind: str, steps: int | None, extra: list[str]) -> dict:
+def request_record(run: TinyRun, steps: int | None, extra: list[str]) -> dict:
     """What ``figures-request.json`` holds: the training command and the run format."""
-    return {"request": train_request(kind, steps, extra), "run_format": RUN_FORMAT}
+    return {"request": train_request(run, steps, extra), "run_format": RUN_FORMAT}
 
 
-def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
-    """The checkpoint of the tiny ``kind`` run in ``runs/<kind>-tiny`` and the command that trains
-    it, or None when a finished run with the same request is already there."""
+def plan_run(name: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
+    """The checkpoint of the tiny run ``name`` (a key of TINY_RUNS) in ``runs/<folder>`` and the
+    command that trains it, or None when a finished run with the same request is already there."""
     from workbench.io import run_files
 
-    out = runs / f"{kind}-tiny"
-    record = request_record(kind, steps, extra)
+    run = TINY_RUNS[name]
+    out = runs / run.folder
+    record = request_record(run, steps, extra)
     marker = out / "figures-request.json"
     ckpt = run_files(out).checkpoint
     if ckpt.exists() and marker.exists() and json.loads(marker.read_text()) == record:
@@ -87,28 +120,37 @@ def plan_run(kind: str, runs: Path, steps: int | None, extra: list[str]) -> tupl
     return ckpt, [sys.executable, "-m", "workbench", *record["request"], "--out", str(out)]
 
 
-def ensure_runs(kinds: list[str], runs: Path, steps: int | None, extra: list[str],
+def ensure_runs(names: list[str], runs: Path, steps: int | None, extra: list[str],
                 jobs: int) -> dict[str, Path]:
-    """Train the tiny runs that are missing or stale, up to ``jobs`` at a time (the cores split
-    between them: small models use 2 cores poorly, so two 1-core runs finish sooner than two
-    2-core runs one after the other)."""
-    plans = {k: plan_run(k, runs, steps, extra) for k in kinds}
-    todo = [(k, cmd) for k, (_, cmd) in plans.items() if cmd is not None]
+    """Train the tiny runs (keys of TINY_RUNS) that are missing or stale, up to ``jobs`` at a time
+    (the cores split between them: small models use 2 cores poorly, so two 1-core runs finish
+    sooner than two 2-core runs one after the other). A pool: the next training starts as soon as
+    one ends, so the short pixel run (listed last) fills the time the longer runs leave."""
+    import concurrent.futures as cf
+
+    plans = {n: plan_run(n, runs, steps, extra) for n in names}
+    todo = [(n, cmd) for n, (_, cmd) in plans.items() if cmd is not None]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(min(jobs, max(1, len(todo)))))}
-    for start in range(0, len(todo), jobs):
-        procs = []
-        for kind, cmd in todo[start:start + jobs]:
-            out = Path(cmd[cmd.index("--out") + 1])
-            if out.exists():
-                shutil.rmtree(out)
-            print(f"[figures] training {kind} -> {out}")
-            procs.append((kind, out, subprocess.Popen(cmd + ["--no-progress"], cwd=ROOT, env=env)))
-        for kind, out, proc in procs:
-            if proc.wait() != 0:
-                raise RuntimeError(f"training the tiny {kind} model into {out} failed "
-                                   f"(exit {proc.returncode}); see its messages above")
-            (out / "figures-request.json").write_text(json.dumps(request_record(kind, steps, extra)))
-    return {k: ckpt for k, (ckpt, _) in plans.items()}
+
+    def train_one(name: str, cmd: list[str]) -> None:
+        out = Path(cmd[cmd.index("--out") + 1])
+        if out.exists():
+            shutil.rmtree(out)
+        print(f"[figures] training {name} -> {out}", flush=True)
+        code = subprocess.run(cmd + ["--no-progress"], cwd=ROOT, env=env).returncode
+        if code != 0:
+            raise RuntimeError(f"training the tiny {name} model into {out} failed "
+                               f"(exit {code}); see its messages above")
+        (out / "figures-request.json").write_text(
+            json.dumps(request_record(TINY_RUNS[name], steps, extra)))
+
+    with cf.ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = [pool.submit(train_one, n, cmd) for n, cmd in todo]
+        for fut in cf.as_completed(futures):
+            if fut.exception() is not None:  # a failed training: start no more, report it
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise fut.exception()
+    return {n: ckpt for n, (ckpt, _) in plans.items()}
 
 
 def threads_per_job(jobs: int) -> int:
@@ -438,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=ROOT / "runs")
     p.add_argument("--mae", type=Path, help="MAE checkpoint (any supported layout) instead of training")
     p.add_argument("--mff", type=Path, help="MFF-MAE checkpoint instead of training")
+    p.add_argument("--pixels", type=Path,
+                   help="pixel-target MAE checkpoint (norm_pix_loss off) for the reconstruction "
+                        "gallery; trained as runs/mae-pixels-tiny unless --mae or --mff is given")
     p.add_argument("--steps", type=int, help="training steps for the tiny runs (default: the CLI's)")
     p.add_argument("--train-arg", action="append", default=[],
                    help="extra argument for `python -m workbench train` (repeatable)")
@@ -473,7 +518,7 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     from workbench.checkpoints import CheckpointError, read_checkpoint
     from workbench.io import atomic_write_text, file_lock
 
-    for flag in ("mae", "mff"):
+    for flag in TINY_RUNS:
         given = getattr(args, flag)
         if given is not None and not given.exists():
             p.error(f"--{flag} checkpoint not found: {given}")
@@ -490,19 +535,25 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         sets = [s for s in sets if s["name"] in args.only]
 
     t0 = time.perf_counter()
-    trains = not (args.mae and args.mff)  # batches sharing --runs take turns to (re)train there
-    runs_lock = (file_lock(args.runs / ".lock", holder="another make_figures run") if trains
+    given = {k: getattr(args, k) for k in TINY_RUNS if getattr(args, k) is not None}
+    missing = [k for k in TINY_RUNS if k not in given]
+    if "pixels" in missing and ("mae" in given or "mff" in given):
+        # a tiny pixel-target model beside external models would not be their like: the
+        # reconstruction notebook then skips its pixel-target figure unless --pixels is given
+        missing.remove("pixels")
+    # batches sharing --runs take turns to (re)train there
+    runs_lock = (file_lock(args.runs / ".lock", holder="another make_figures run") if missing
                  else contextlib.nullcontext())
     with runs_lock:
-        missing = [k for k in ("mae", "mff") if getattr(args, k) is None]
-        ckpts = {k: getattr(args, k) for k in ("mae", "mff") if getattr(args, k) is not None}
-        ckpts.update(ensure_runs(missing, args.runs, args.steps, args.train_arg, args.jobs))
-        ckpts = {k: ckpts[k] for k in ("mae", "mff")}
+        ckpts = {**given, **ensure_runs(missing, args.runs, args.steps, args.train_arg, args.jobs)}
+        ckpts = {k: ckpts[k] for k in TINY_RUNS if k in ckpts}
     train_seconds = round(time.perf_counter() - t0, 1)
     common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
               "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
               "MFF_RUN_DIR": str(Path(ckpts["mff"]).resolve().parent),
-              "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent)}
+              "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent),
+              # None: no pixel-target model (external --mae/--mff without --pixels)
+              "PIXEL_CHECKPOINT": str(Path(ckpts["pixels"]).resolve()) if "pixels" in ckpts else None}
     for item in args.set:
         key, _, value = item.partition("=")
         common[key] = yaml.safe_load(value)

@@ -1,5 +1,5 @@
-"""Package functions the notebooks call instead of inline code: load_models and the mask-ratio
-sweep."""
+"""Package functions the notebooks call instead of inline code: load_models, the mask-ratio
+sweep, and the reconstruction explorer's latency run."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import torch
 from workbench import build_model, findings
 from workbench.checkpoints import load_models, save_checkpoint
 from workbench.sweeps import MaskRatioSweep, mask_ratio_sweep, run_dir
+from workbench.widgets import ReconstructionExplorer
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -56,3 +57,19 @@ def test_mask_ratio_sweep_trains_measures_and_reuses(tmp_path):
     loaded = mask_ratio_sweep([0.5, 0.75], **{**kw, "runs_dir": tmp_path / "none"},
                               checkpoints=ckpts)
     assert loaded.to_dict() == sweep.to_dict() and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("mask_ratio", [0.6, 0.95])
+def test_latency_ends_at_the_notebooks_mask_ratio(mask_ratio):
+    """reconstruction.ipynb's last cell times the slider, and a Run All must leave the explorer
+    showing MASK_RATIO: the slider, the masked count and the status text. 0.6 is not among the
+    ratios latency() visits, 0.95 is its last one."""
+    torch.manual_seed(0)
+    models = {"MAE": build_model("mae", **SMALL).eval(), "MFF-MAE": build_model("mff", **SMALL).eval()}
+    imgs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    app = ReconstructionExplorer(models, imgs, mask_ratio=mask_ratio)
+    app.latency(repeats=1)  # the notebook's ratios, 0.05 .. 0.95 (once over, for speed)
+    masked = 16 - int(16 * (1 - mask_ratio))  # 16 patches, int(N * (1 - ratio)) kept
+    assert app.ratio.value == mask_ratio
+    assert app.masked_count == masked and int(app.results["MAE"].mask.sum()) == masked
+    assert f"{masked}/16 patches masked" in app.status.value

@@ -2,8 +2,10 @@
 gallery whose manifest and links point at files that exist."""
 from __future__ import annotations
 
+import ast
 import json
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,20 +31,22 @@ SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """Tiny checkpoints: MAE, MFF-MAE and a pixel-target MAE (norm_pix_loss off), as the batch's."""
     base = tmp_path_factory.mktemp("runs")
     out = {}
-    for kind in ("mae", "mff"):
-        res = train(TrainConfig(kind=kind, preset="tiny", model_overrides=SMALL, steps=12,
-                                batch_size=16, log_every=2, out=str(base / kind), ckpt_every=0,
-                                snapshot_every=0, eval_images=16, progress=False))
-        out[kind] = Path(res.checkpoint)
+    for name, kind, overrides in (("mae", "mae", {}), ("mff", "mff", {}),
+                                  ("pixels", "mae", {"norm_pix_loss": False})):
+        res = train(TrainConfig(kind=kind, preset="tiny", model_overrides={**SMALL, **overrides},
+                                steps=12, batch_size=16, log_every=2, out=str(base / name),
+                                ckpt_every=0, snapshot_every=0, eval_images=16, progress=False))
+        out[name] = Path(res.checkpoint)
     return out
 
 
 def common(runs, out_dir: Path) -> dict:
     return {"MAE_CHECKPOINT": str(runs["mae"]), "MFF_CHECKPOINT": str(runs["mff"]),
             "MAE_RUN_DIR": str(runs["mae"].parent), "MFF_RUN_DIR": str(runs["mff"].parent),
-            "OUTPUT_DIR": str(out_dir)}
+            "PIXEL_CHECKPOINT": str(runs["pixels"]), "OUTPUT_DIR": str(out_dir)}
 
 
 TINY = {
@@ -60,7 +64,8 @@ TINY = {
     "00_quickstart.ipynb": {"STEPS": 3, "BATCH_SIZE": 8},
 }
 EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
-    "reconstruction.ipynb": ["reconstruction_r75.png", "reconstruction_r90.svg", "slider_latency.json"],
+    "reconstruction.ipynb": ["reconstruction_r75.png", "reconstruction_r90.svg", "slider_latency.json",
+                             "reconstruction_pixels.png", "reconstruction_pixels.json"],
     "mask_sampling.ipynb": ["mask_sampling_mae.png", "mask_sampling_mff-mae.json"],
     "fusion_weights.ipynb": ["fusion_weights.png", "fusion_weights_interactive.html",
                              "fusion_weights_supervised.png", "claims.json"],
@@ -109,6 +114,66 @@ def test_every_notebook_is_covered():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(TINY)
 
 
+def parameters(notebook: Path) -> dict:
+    """The names and literal values the notebook's parameters cell assigns."""
+    nb = json.loads(notebook.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{notebook.name}: expected one cell tagged 'parameters'"
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+
+
+@pytest.mark.parametrize("notebook", sorted(TINY))
+def test_notebook_by_hand_writes_to_git_ignored_scratch(notebook):
+    """Only the batch writes figures/ (so its manifest stays true): a notebook run by hand writes
+    into scratch/<name>, which git ignores."""
+    params = parameters(NOTEBOOKS / notebook)
+    out = (NOTEBOOKS / params["OUTPUT_DIR"]).resolve()
+    assert not out.is_relative_to(ROOT / "figures"), f"{notebook}: OUTPUT_DIR {out} is in figures/"
+    assert out == ROOT / "scratch" / Path(notebook).stem
+    assert "scratch/" in (ROOT / ".gitignore").read_text().splitlines()
+    # the batch passes every notebook the same common parameters: each declares them, so
+    # papermill warns of no unknown parameter
+    assert {"MAE_CHECKPOINT", "MFF_CHECKPOINT", "MAE_RUN_DIR", "MFF_RUN_DIR", "PIXEL_CHECKPOINT",
+            "OUTPUT_DIR"} <= params.keys()
+
+
+@pytest.fixture(scope="module")
+def quickstart_by_hand(tmp_path_factory):
+    """The quickstart executed as a newcomer runs it: no OUTPUT_DIR or RUN_DIR given, from a
+    copy of the notebooks/ folder, so its "../scratch" and "../runs" land in a temp folder."""
+    root = tmp_path_factory.mktemp("by-hand")
+    (root / "notebooks").mkdir()
+    shutil.copy(NOTEBOOKS / "00_quickstart.ipynb", root / "notebooks")
+    executed = root / "notebooks" / "executed.ipynb"
+    pm.execute_notebook(str(root / "notebooks" / "00_quickstart.ipynb"), str(executed),
+                        parameters={"STEPS": 3, "BATCH_SIZE": 8}, cwd=str(root / "notebooks"),
+                        progress_bar=False, kernel_name="python3")
+    return root, json.loads(executed.read_text())
+
+
+def test_quickstart_by_hand_writes_scratch_not_figures(quickstart_by_hand):
+    root, _ = quickstart_by_hand
+    for name in EXPECTED["00_quickstart.ipynb"]:
+        assert (root / "scratch" / "00_quickstart" / name).stat().st_size > 0, name
+    assert sorted(p.name for p in root.iterdir()) == ["notebooks", "runs", "scratch"]  # no figures/
+
+
+def test_quickstart_shows_no_stderr_and_no_reprs(quickstart_by_hand):
+    """What a newcomer sees: no red stderr boxes (library warnings, messages) and no raw
+    ``PosixPath(...)`` or dataclass reprs as cell results."""
+    _, nb = quickstart_by_hand
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    stderr = [o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"]
+    assert not stderr, f"the quickstart writes to stderr: {stderr}"
+    for o in outputs:
+        text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        assert "PosixPath(" not in text and "Result(" not in text, text
+    assert not [o for o in outputs if o["output_type"] == "execute_result"]  # prints, not reprs
+    assert any("final fusion weights" in "".join(o.get("text", "")) for o in outputs)
+
+
 @pytest.mark.parametrize("notebook", sorted(TINY))
 def test_notebook_runs_headless(notebook, runs, tmp_path):
     extra = {}
@@ -151,6 +216,9 @@ def test_notebook_runs_headless(notebook, runs, tmp_path):
         sliders = [w["state"] for w in widget_states.values()
                    if w["state"].get("description") == "mask ratio"]
         assert len(sliders) == 1 and sliders[0]["value"] == pytest.approx(0.75)  # MASK_RATIO
+        # the pixel-target figure says what it shows: plain pixels, nothing un-normalised
+        assert json.loads((tmp_path / "out" / "reconstruction_pixels.json").read_text())["stats"] \
+            == "pixels"
 
 
 class _Links(HTMLParser):
@@ -186,6 +254,8 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
         assert f["checkpoints"]["mff"]["sha256"] == make_figures.sha256(runs["mff"])
         assert f["versions"]["torch"] == metadata.version("torch") and "git_commit" in f
         assert f["parameters"]["OUTPUT_DIR"].endswith(f["name"]) and f["seconds"] >= 0
+        # external --mae/--mff without --pixels: no tiny pixel-target run beside them
+        assert f["parameters"]["PIXEL_CHECKPOINT"] is None
     assert "torch" in manifest["versions"] and manifest["git_commit"]
     for fig in manifest["figures"]:
         assert fig["seconds"] >= 0 and fig["parameters"]["OUTPUT_DIR"].endswith(fig["name"])
@@ -203,6 +273,23 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
     assert re.search(r"\| MFF .*fusion weights move toward shallow layers .*\| seeds 1 \| "
                      r"\*\*inconclusive\*\*", findings)
     assert (out / "forest.png").stat().st_size > 0
+
+
+def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
+    """The MAE and MFF requests are what they were (finished runs stay reused); the pixel-target
+    MAE trains a third of their steps with norm_pix_loss off, in runs/mae-pixels-tiny."""
+    tiny = ["--preset", "tiny", "--data", "builtin", "--device", "cpu"]
+    runs = make_figures.TINY_RUNS
+    assert make_figures.train_request(runs["mae"], None, []) == ["train", "--model", "mae", *tiny]
+    assert make_figures.train_request(runs["mff"], 60, ["--seed", "1"]) == \
+        ["train", "--model", "mff", *tiny, "--steps", "60", "--seed", "1"]
+    assert make_figures.train_request(runs["pixels"], None, ["--seed", "1"]) == \
+        ["train", "--model", "mae", *tiny, "--steps", "100", "--seed", "1",
+         "--set", "norm_pix_loss=false"]
+    assert make_figures.run_steps(runs["pixels"], 60) == 20
+    assert make_figures.run_steps(runs["pixels"], 2) == 1
+    ckpt, cmd = make_figures.plan_run("pixels", Path("/r"), None, [])
+    assert ckpt.parent == Path("/r/mae-pixels-tiny") and cmd[cmd.index("--out") + 1] == str(ckpt.parent)
 
 
 def test_batch_reports_missing_checkpoint(runs, tmp_path, capsys):
