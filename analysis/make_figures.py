@@ -57,8 +57,8 @@ def versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- checkpoints
 # Bumped when what a run writes changes, so older runs are retrained rather than reused
-# (2: MFF runs log their initial fusion weights at step 0).
-RUN_FORMAT = 2
+# (2: MFF runs log their initial fusion weights at step 0; 3: runs log knn_acc).
+RUN_FORMAT = 3
 
 
 @dataclasses.dataclass(frozen=True)

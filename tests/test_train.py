@@ -30,7 +30,7 @@ SMALL_ARGS = [f"--set={k}={v}" for k, v in SMALL.items()]
 def small_cfg(out, **kw) -> TrainConfig:
     base = dict(kind="mff", model_overrides=dict(SMALL), steps=6, batch_size=8, base_lr=1e-2,
                 warmup=2, log_every=1, ckpt_every=3, snapshot_every=0, eval_images=8,
-                progress=False, out=str(out))
+                progress=False, knn_every=0, out=str(out))  # the monitor: test_knn_monitor
     return TrainConfig(**{**base, **kw})
 
 
@@ -284,7 +284,9 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     conf = json.loads((out / "config.json").read_text())
     assert conf["model"]["mask_ratio"] == 0.5 and conf["model"]["embed_dim"] == 64
     assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["kind"] == "mae"
-    assert [r["step"] for r in metrics(out)] == [2, 4]
+    # the preset's kNN monitor: step 0 (before training) and the last step carry knn_acc
+    assert [r["step"] for r in metrics(out)] == [0, 2, 4]
+    assert [r["step"] for r in metrics(out) if "knn_acc" in r] == [0, 4]
     capsys.readouterr()
     assert main(["info", str(out / "checkpoint.pt")]) == 0
     text = capsys.readouterr().out
@@ -296,7 +298,7 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
              "--resume", "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,
              "--set", "snapshot_every=0", "--set", "base_lr=1e-2"]
     assert main(again) == 0
-    assert [r["step"] for r in metrics(out)] == [2, 4, 6]
+    assert [r["step"] for r in metrics(out)] == [0, 2, 4, 6]
     assert load_checkpoint(out / "checkpoint.pt").checkpoint_info.step == 6
     # resuming into a different model is refused with a message
     capsys.readouterr()

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ckpt-every", type=int, help="checkpoint every N steps, 0: at the end (default: 200)")
     a("--log-every", type=int, help="log every N steps (default: 10)")
     a("--seed", type=int, help="seed of images, crops and masks (default: 0)")
+    a("--knn-every", type=int, help="log held-out kNN accuracy every N steps, 0: off "
+      "(default: the preset's, tiny 100)")
     a("--no-progress", action="store_true", help="no progress bar or log lines, only the result")
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="any model or training setting, repeatable (`settings` lists them)")
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 def given_settings(args, parser) -> tuple[dict, dict]:
     """The training fields and model overrides the command line names explicitly."""
     fields = {name: getattr(args, name) for name in
-              ("kind", "preset", "data", "steps", "batch_size", "ckpt_every", "log_every", "seed")
+              ("kind", "preset", "data", "steps", "batch_size", "ckpt_every", "log_every", "seed",
+               "knn_every")
               if getattr(args, name) is not None}
     overrides = {} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}
     apply_settings(args.set, fields, overrides, getattr(parser, "train_parser", parser))

@@ -101,6 +101,22 @@ def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndar
     return float(knn.score(xte, yte))
 
 
+def weighted_knn_predictions(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor,
+                             k: int = 20, temperature: float = 0.07) -> torch.Tensor:
+    """DINO's weighted kNN (Caron et al. 2021; Wu et al. 2018): cosine similarity to the training
+    features, the ``k`` most similar vote for their class with weight exp(similarity / T), the
+    class with the largest total wins. xtr [n, D], ytr [n] int, xte [m, D] -> predictions [m]."""
+    if int(k) < 1 or temperature <= 0:
+        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, T={temperature}")
+    xtr = torch.nn.functional.normalize(torch.as_tensor(xtr, dtype=torch.float32), dim=1)
+    xte = torch.nn.functional.normalize(torch.as_tensor(xte, dtype=torch.float32), dim=1)
+    ytr = torch.as_tensor(ytr, dtype=torch.long)
+    sim, idx = (xte @ xtr.T).topk(min(int(k), len(ytr)), dim=1)  # [m, k]
+    votes = torch.zeros(len(xte), int(ytr.max()) + 1)  # [m, classes]
+    votes.scatter_add_(1, ytr[idx], (sim / temperature).exp())
+    return votes.argmax(dim=1)
+
+
 def _features(model, train, test, pool: str, batch_size: int):
     return (*extract_features(model, train, pool, batch_size),
             *extract_features(model, test, pool, batch_size))

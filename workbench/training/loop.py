@@ -36,6 +36,7 @@ from ..io import read_metrics, run_files
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
 from .evaluation import evaluate
+from .monitor import KnnMonitor, build_monitor
 from .rng import preserved_rng
 from .run_dir import RunOutputs, check_room, claim_run_dir, resume
 from .settings import (TrainConfig, TrainResult, build_model_config, check_mask_count,
@@ -170,8 +171,11 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs = RunOutputs(files, dd, state.step if saved is not None else None)
     held.callback(outputs.close)
     outputs.open(cfg, mcfg, state.step)
-    if saved is None and state.raw.has_fusion:  # the initial weights: where the fusion moves from
-        outputs.log(fusion_record(state))
+    monitor = build_monitor(cfg.data, cfg.knn_data, mcfg.img_size, cfg.knn_images) \
+        if cfg.knn_every and dd.main else None  # rank 0 measures, the others do not wait
+    first = initial_record(state, monitor) if saved is None else {}
+    if first:  # a new run: where the fusion weights and the kNN accuracy start from
+        outputs.log(first)
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
@@ -189,8 +193,12 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         window.add(loss, cfg.batch_size)
         if bar is not None:
             bar.update(1)
-        if state.step % cfg.log_every == 0 or state.step == stop:
+        knn_due = monitor is not None and (state.step % cfg.knn_every == 0
+                                           or state.step == cfg.steps)  # not at a stop_after
+        if state.step % cfg.log_every == 0 or state.step == stop or knn_due:
             record = log_record(state, cfg, lr, *window.close(), data.num_items)
+            if knn_due:
+                record["knn_acc"] = monitor.accuracy(state.raw)
             if state.step == stop and cfg.eval_images:
                 key = "heldout_loss" if data.fixed_heldout else "train_images_loss"
                 record[key] = evaluate(state.raw, data.fixed[:cfg.eval_images],
@@ -254,6 +262,15 @@ def log_record(state: TrainState, cfg: TrainConfig, lr: float, loss: float, ips:
     record = {"step": state.step, "loss": loss, "lr": lr, "images_per_s": ips,
               "epoch": state.step * cfg.batch_size / num_items}
     return {**record, **fusion_record(state)} if state.raw.has_fusion else record
+
+
+def initial_record(state: TrainState, monitor: KnnMonitor | None) -> dict:
+    """The step-0 line of a new run: the initial fusion weights and kNN accuracy, those the run
+    has ({} when it has neither: no line)."""
+    record = fusion_record(state) if state.raw.has_fusion else {}
+    if monitor is not None:
+        record.update(step=state.step, knn_acc=monitor.accuracy(state.raw))
+    return record
 
 
 def fusion_record(state: TrainState) -> dict:

@@ -11,13 +11,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Defaults per preset for the fields left as None. tiny: a few minutes on a 2-core CPU.
 PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": dict(steps=300, batch_size=64, base_lr=4e-3),
+    "tiny": dict(steps=300, batch_size=64, base_lr=4e-3, knn_every=100),
     # ~20 epochs of the built-in tiles per 1k steps; a few minutes on one H100 with bf16
-    "gpu-small": dict(steps=5000, batch_size=256, base_lr=1.5e-3),
+    "gpu-small": dict(steps=5000, batch_size=256, base_lr=1.5e-3, knn_every=500),
 }
 # The papers' recipe, the defaults of every preset without its own (vit-s/b/l/h): batch 4096,
-# base lr 1.5e-4, 800 ImageNet epochs (~250k steps).
-PAPER_RECIPE: dict[str, Any] = dict(steps=250_000, batch_size=4096, base_lr=1.5e-4)
+# base lr 1.5e-4, 800 ImageNet epochs (~250k steps); the kNN monitor off unless asked for.
+PAPER_RECIPE: dict[str, Any] = dict(steps=250_000, batch_size=4096, base_lr=1.5e-4, knn_every=0)
 
 
 @dataclass
@@ -51,7 +51,13 @@ class TrainConfig:
     eval_images: int = 64  # held-out images for the final held-out loss
     num_workers: int = 0  # DataLoader workers (0: load in the training process)
     threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
-    progress: bool = True  # tqdm bar (only on a terminal)
+    progress: bool = True  # tqdm bar on a terminal, else a line per log step
+    # kNN monitor (training/monitor.py): held-out weighted-kNN accuracy of the encoder's cls
+    # features, logged as knn_acc at step 0 and every knn_every steps (0: off; None: the
+    # preset's, tiny 100: under 5 % of the run, bench/knn_monitor.py)
+    knn_every: int | None = None
+    knn_data: str | None = None  # labelled images; None: the run's image folder, else "shapes"
+    knn_images: int = 256  # half bank (training split), half queries (held-out split)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -106,7 +112,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for name in ("steps", "batch_size", "accum_steps", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
-    for name in ("ckpt_every", "snapshot_every", "num_workers", "eval_images", "threads"):
+    for name in ("ckpt_every", "snapshot_every", "num_workers", "eval_images", "threads",
+                 "knn_every"):
         v = getattr(cfg, name)
         if name == "threads" and v is None:
             continue
@@ -118,6 +125,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} must be a non-negative number, got {v!r}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    if not isinstance(cfg.knn_images, int) or cfg.knn_images < 2:
+        raise ValueError(f"knn_images must be an integer >= 2, got {cfg.knn_images!r}")
     if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
         raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
     if cfg.precision not in PRECISIONS:

@@ -1,0 +1,75 @@
+"""The kNN monitor: during pretraining, how well the encoder's frozen features separate a fixed
+labelled held-out set (DINO's weighted kNN, k = 20, T = 0.07, on the cls token at mask ratio 0).
+
+The labelled images are the built-in shapes (classes a photo's colours do not give away) or,
+when the run trains on an image folder with classes, that folder: the bank from its training
+split, the queries from its held-out split. Measuring draws nothing from the global generators,
+so a run's weights are the same with the monitor on or off.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..data import BUILTIN_SETS, fixed_batch
+from ..models import eval_mode
+from ..probes.linear import weighted_knn_predictions
+
+KNN_K, KNN_TEMPERATURE = 20, 0.07
+
+
+@dataclass
+class KnnMonitor:
+    bank: torch.Tensor  # [n, 3, S, S] labelled training images (eval transform)
+    bank_labels: torch.Tensor  # [n]
+    queries: torch.Tensor  # [m, 3, S, S] held-out images
+    query_labels: torch.Tensor  # [m]
+    batch_size: int = 256
+
+    @torch.no_grad()
+    def features(self, model, imgs: torch.Tensor) -> torch.Tensor:
+        """cls features [n, D] of ``imgs`` at mask ratio 0 (a fixed generator: the global ones are
+        untouched), in eval mode (mode restored)."""
+        device = next(model.parameters()).device
+        out = []
+        with eval_mode(model):
+            for chunk in imgs.split(self.batch_size):
+                tokens = model.encode(chunk.to(device), mask_ratio=0.0,
+                                      generator=torch.Generator().manual_seed(0))
+                out.append(tokens[:, 0].float().cpu())  # [b, D]
+        return torch.cat(out)
+
+    def accuracy(self, model) -> float:
+        """Held-out accuracy in [0, 1] of the weighted kNN vote over the bank's features."""
+        pred = weighted_knn_predictions(self.features(model, self.bank), self.bank_labels,
+                                        self.features(model, self.queries), KNN_K,
+                                        KNN_TEMPERATURE)
+        return float((pred == self.query_labels).float().mean())
+
+
+def knn_data_for(data: str, knn_data: str | None) -> str:
+    """The labelled images of the monitor: ``knn_data`` if given, else the run's image folder,
+    else the built-in shapes (the built-in photos' labels are only photo identity)."""
+    if knn_data is not None:
+        return knn_data
+    return "shapes" if str(data) in BUILTIN_SETS else str(data)
+
+
+def build_monitor(data: str, knn_data: str | None, img_size: int, n_images: int
+                  ) -> KnnMonitor | None:
+    """The monitor on ``n_images`` labelled images, half a bank from the training split, half
+    queries from the held-out split; None (with a warning) when the labelled data cannot serve
+    (no held-out split, fewer than two classes)."""
+    name = knn_data_for(data, knn_data)
+    try:
+        bank, bank_labels = fixed_batch(name, img_size, n_images // 2, "train", 0)
+        queries, query_labels = fixed_batch(name, img_size, n_images // 2, "heldout", 0)
+    except ValueError as e:
+        warnings.warn(f"kNN monitor off: {e} (set knn_data to a labelled folder or 'shapes')")
+        return None
+    if bank_labels.unique().numel() < 2:
+        warnings.warn(f"kNN monitor off: {name} has fewer than two classes")
+        return None
+    return KnnMonitor(bank, bank_labels, queries, query_labels)
