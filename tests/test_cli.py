@@ -75,6 +75,7 @@ def test_log_lines_off_a_terminal_and_finished_run_message(tmp_path, capsys):
     assert re.match(r"\[train\] step 2/4  loss \d+\.\d{4}  lr \d\.\d\de-\d\d  \d+ img/s  ETA \S+",
                     lines[0]), lines[0]
     final = records(out)[-1]
+    assert f"[train] run (mae, tiny): step 4/4, loss {final['loss']:.4f}" in text  # the run's name
     # run again: already complete, with the checkpoint's numbers (not "loss nan")
     assert main(["train", "--resume", "--out", str(out), "--device", "cpu"]) == 0
     again = capsys.readouterr().out

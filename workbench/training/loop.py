@@ -310,7 +310,8 @@ def final_message(r: TrainResult, cfg: TrainConfig, mcfg: ModelConfig, stop: int
     if r.interrupted:
         return (f"[train] {r.interrupted}: interrupted at step {r.step}/{stop} after finishing "
                 f"it; checkpoint {r.checkpoint} (step {r.step}); resume with --resume")
-    msg = f"[train] {mcfg.kind}-{cfg.preset}: step {r.step}/{cfg.steps}, loss {r.loss:.4f}"
+    msg = (f"[train] {Path(r.out).name} ({mcfg.kind}, {cfg.preset}): step {r.step}/{cfg.steps}, "
+           f"loss {r.loss:.4f}")
     if r.heldout_loss is not None:
         msg += f", held-out loss {r.heldout_loss:.4f}"
     if r.train_images_loss is not None:
