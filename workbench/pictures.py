@@ -86,3 +86,22 @@ def stats_caption(stats: Mapping[str, str]) -> str:
         groups.setdefault(how, []).append(name)
     return "; ".join(f"{', '.join(names)}: {STATS_CAPTIONS.get(how, how)}"
                      for how, names in groups.items())
+
+
+def attention_overlay(img: torch.Tensor, weights: torch.Tensor, query: tuple[int, int],
+                      patch: int, scale: int = 4) -> np.ndarray:
+    """One query's attention over the image: ``img`` [3, H, W] display-space in [0, 1],
+    ``weights`` [g, g] over the patches (drawn relative to their maximum, magma), blended half
+    and half with the image, the query patch outlined in white; uint8 [H*scale, W*scale, 3]."""
+    import matplotlib
+
+    w = weights.detach().double().cpu().numpy()
+    heat = matplotlib.colormaps["magma"](w / max(w.max(), 1e-12))[..., :3]  # [g, g, 3]
+    heat = heat.repeat(patch, axis=0).repeat(patch, axis=1)  # [H, W, 3]
+    picture = 0.5 * image_hwc(img) + 0.5 * heat
+    picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    r, c = query
+    top, left, size = r * patch * scale, c * patch * scale, patch * scale
+    picture[top:top + size, [left, left + size - 1]] = 1.0  # the query's left / right edges
+    picture[[top, top + size - 1], left:left + size] = 1.0  # top / bottom edges
+    return _to_uint8(picture)

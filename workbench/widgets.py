@@ -13,8 +13,9 @@ import ipywidgets as W
 import torch
 
 from .config import MASK_STRATEGIES
-from .pictures import COLUMNS, compose_rows, png_bytes, stats_caption
-from .probes import reconstruct
+from .pictures import COLUMNS, attention_overlay, compose_rows, png_bytes, stats_caption
+from .probes import attention_maps, reconstruct
+from .probes.reconstruction import to_display
 
 
 HEADER_PX = 36  # the column labels of ReconstructionExplorer: two lines of 16 px
@@ -102,5 +103,62 @@ class ReconstructionExplorer:
                 "updates": len(times)}
 
     def _ipython_display_(self):  # display(explorer) shows the app
+        from IPython.display import display
+        display(self.widget)
+
+
+class AttentionExplorer:
+    """Where one patch looks: pick model, image, encoder block, head (or their mean) and query
+    patch; the query's attention over the patches is drawn over the image. Maps come from
+    ``probes.attention_maps`` (the model's own blocks), computed once per model and image."""
+
+    def __init__(self, models: Mapping[str, torch.nn.Module], imgs: torch.Tensor,
+                 scale: int | None = None):
+        self.models, self.imgs = dict(models), imgs
+        cfg = next(iter(self.models.values())).cfg
+        self.grid, self.patch = cfg.grid_size, cfg.patch_size
+        self.scale = scale or max(1, 192 // imgs.shape[-1])
+        self.model = W.Dropdown(options=list(self.models), description="model")
+        self.index = W.IntSlider(value=0, min=0, max=imgs.shape[0] - 1, description="image")
+        self.layer = W.IntSlider(value=cfg.depth - 1, min=0, max=cfg.depth - 1,
+                                 description="block")
+        self.head = W.Dropdown(options=["mean"] + list(range(cfg.num_heads)), value="mean",
+                               description="head")
+        self.row = W.IntSlider(value=self.grid // 2, min=0, max=self.grid - 1,
+                               description="query row")
+        self.col = W.IntSlider(value=self.grid // 2, min=0, max=self.grid - 1,
+                               description="query col")
+        self.image, self.status = W.Image(format="png"), W.HTML()
+        for control in (self.model, self.index, self.layer, self.head, self.row, self.col):
+            control.observe(self.update, names="value")
+        self.widget = W.VBox([W.HBox([self.model, self.index, self.layer]),
+                              W.HBox([self.head, self.row, self.col]), self.image, self.status])
+        self._maps: dict = {}
+        self.weights = torch.zeros(self.grid, self.grid)
+        self.update()
+
+    def maps(self) -> list[torch.Tensor]:
+        """The current model's maps of the current image: per block [1, heads, T, T]."""
+        key = (self.model.value, self.index.value)
+        if key not in self._maps:
+            i = self.index.value
+            self._maps[key] = attention_maps(self.models[key[0]], self.imgs[i:i + 1])
+        return self._maps[key]
+
+    def update(self, *_):
+        attn = self.maps()[self.layer.value][0]  # [heads, T, T], cls first
+        attn = attn.mean(0) if self.head.value == "mean" else attn[self.head.value]  # [T, T]
+        query = 1 + self.row.value * self.grid + self.col.value  # token index (cls is 0)
+        row = attn[query, 1:]  # the query's attention over the patches (cls dropped)
+        self.weights = (row / row.sum()).reshape(self.grid, self.grid)  # [g, g]
+        img = to_display(self.imgs[self.index.value:self.index.value + 1])[0]
+        self.image.value = png_bytes(attention_overlay(
+            img, self.weights, (self.row.value, self.col.value), self.patch, self.scale))
+        self.status.value = (f"{self.model.value}, block {self.layer.value}, head "
+                             f"{self.head.value}: query patch ({self.row.value}, "
+                             f"{self.col.value}); largest weight {float(self.weights.max()):.3f} "
+                             f"(cls dropped, rows renormalised)")
+
+    def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)

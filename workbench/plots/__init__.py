@@ -1,5 +1,5 @@
 """Paper-style figures (matplotlib) and interactive views (plotly) of probe results
-(curvature figures: :mod:`.curvature`).
+(curvature figures: :mod:`.curvature`; representation figures: :mod:`.representations`).
 
 Plots draw numbers the probes return; they compute nothing of their own beyond what a panel
 states it shows (the Hessian claim's per-minibatch log ratio, Wilson intervals of probe
@@ -376,3 +376,7 @@ def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequen
 
 # ----------------------------------------------------------------------------- curvature
 from .curvature import density_figure, landscape_figure, trace_figure  # noqa: E402,F401
+
+# ----------------------------------------------------------------------------- representations
+from .representations import (attention_figure, cka_figure, knn_history_figure,  # noqa: E402,F401
+                              layer_probe_figure)

@@ -11,6 +11,10 @@ dicts), never a figure; ``workbench.plots`` draws them.
   models on the same batches and masks
 * :func:`loss_landscape`, :func:`compare_landscapes` -- filter-normalised 1-D / 2-D loss slices
 * :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores` -- frozen-feature accuracy
+* :func:`layer_probes` -- linear and kNN accuracy of every block (cls and mean-pooled)
+* :func:`linear_cka`, :func:`cka_matrix` -- representation similarity between layers / models
+* :func:`attention_maps`, :func:`attention_statistics` -- attention distance, entropy, NMI
+* :func:`knn_history` -- the kNN monitor's held-out accuracy over training
 """
 from __future__ import annotations
 
@@ -26,8 +30,11 @@ from .landscape import (LossLandscape, compare_landscapes, filter_normalized_dir
 from .linear import extract_features, knn_probe, linear_probe, probe_correct, probe_scores
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 from .cka import cka_matrix, layer_features, linear_cka
-from .attention import (attention_distance, attention_entropy, attention_maps, attention_nmi,
-                        patch_conditional, patch_distances)
+from .attention import (AttentionStatistics, attention_distance, attention_entropy,
+                        attention_maps, attention_nmi, attention_statistics, patch_conditional,
+                        patch_distances)
+from .history import KnnHistory, NoKnnLogError, knn_history
+from .layers import LayerProbes, block_features, layer_probes
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
@@ -42,5 +49,6 @@ __all__ = [
     "linear_probe", "knn_probe", "probe_scores", "probe_correct", "extract_features",
     "linear_cka", "cka_matrix", "layer_features",
     "attention_maps", "attention_distance", "attention_entropy", "attention_nmi",
-    "patch_conditional", "patch_distances",
+    "patch_conditional", "patch_distances", "attention_statistics", "AttentionStatistics",
+    "knn_history", "KnnHistory", "NoKnnLogError", "layer_probes", "LayerProbes", "block_features",
 ]

@@ -29,7 +29,9 @@ All summaries are computed in float64.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..models import eval_mode
@@ -56,7 +58,7 @@ def _capture_maps(model, x: torch.Tensor) -> list[torch.Tensor]:
                 maps[i] = args[0].detach()  # [b, H, T, T] softmax(q k^T * scale)
 
             handles.append(blk.attn.attn_drop.register_forward_pre_hook(grab))
-        model.layer_features(x, mask_ratio=0.0)
+        model.layer_features(x, mask_ratio=0.0, generator=torch.Generator().manual_seed(0))
     finally:
         for h in handles:
             h.remove()
@@ -155,3 +157,32 @@ def attention_nmi(attn: torch.Tensor, has_cls: bool = True,
     denom = torch.sqrt(math.log(n) * hk)
     nmi = torch.where(hk > 0, mi / denom.clamp_min(1e-300), torch.zeros_like(mi))  # [B, H]
     return _mean_images(nmi, per_image)
+
+
+@dataclass
+class AttentionStatistics:
+    """Per encoder block and head, over ``n_images`` images: mean attention distance (pixels),
+    entropy (nats) and NMI, each [L, H]."""
+
+    distance: np.ndarray
+    entropy: np.ndarray
+    nmi: np.ndarray
+    n_images: int
+    grid_size: int
+    patch_size: int
+
+    def to_dict(self) -> dict:
+        return {"distance_px": self.distance.tolist(), "entropy_nats": self.entropy.tolist(),
+                "nmi": self.nmi.tolist(), "n_images": self.n_images,
+                "grid_size": self.grid_size, "patch_size": self.patch_size}
+
+
+def attention_statistics(model, imgs: torch.Tensor, batch_size: int = 64) -> AttentionStatistics:
+    """The three summaries of every block's attention maps (:func:`attention_maps`) on ``imgs``,
+    per head: cl-vs-mim's depth-wise view of MAE vs MFF-MAE."""
+    maps = attention_maps(model, imgs, batch_size)  # L x [B, H, T, T]
+    grid, patch = model.cfg.grid_size, model.cfg.patch_size
+    rows = [(attention_distance(a, grid, patch), attention_entropy(a), attention_nmi(a))
+            for a in maps]  # each [H]
+    distance, entropy, nmi = (np.stack([r[i].numpy() for r in rows]) for i in range(3))
+    return AttentionStatistics(distance, entropy, nmi, int(imgs.shape[0]), grid, patch)

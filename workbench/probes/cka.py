@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models import eval_mode
+from .layers import block_features
 
 POOLS = ("mean", "cls")
 
@@ -114,29 +114,12 @@ def cka_matrix(feats_a, feats_b, unbiased: bool = False) -> np.ndarray:
     return out
 
 
-def _pool(tokens: torch.Tensor, pool: str) -> torch.Tensor:
-    """[B, 1+N, D] -> [B, D]: the cls token or the mean of the patch tokens."""
-    return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)
-
-
-@torch.no_grad()
 def layer_features(model, imgs: torch.Tensor, batch_size: int = 64,
                    pool: str = "mean") -> list[torch.Tensor]:
     """Every encoder block's output (``model.layer_features``: before the final norm, at mask
     ratio 0, eval mode, no grad), pooled per image as the mean of the patch tokens
     (``pool="mean"``) or the cls token (``"cls"``) -> list over blocks of [n, D] float32 CPU
-    tensors, rows in the order of ``imgs`` [n, C, H, W] (one forward per minibatch)."""
+    tensors, rows in the order of ``imgs`` [n, C, H, W] (``layers.block_features``)."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    if imgs.ndim != 4 or imgs.shape[0] == 0:
-        raise ValueError(f"expected images [B, C, H, W] with B >= 1, got {list(imgs.shape)}")
-    device = next(model.parameters()).device
-    per_layer: list[list[torch.Tensor]] = []
-    with eval_mode(model):
-        for start in range(0, imgs.shape[0], batch_size):
-            outs = model.layer_features(imgs[start:start + batch_size].to(device), mask_ratio=0.0)
-            if not per_layer:
-                per_layer = [[] for _ in outs]
-            for store, tokens in zip(per_layer, outs):  # tokens [b, 1+N, D]
-                store.append(_pool(tokens, pool).float().cpu())
-    return [torch.cat(chunks) for chunks in per_layer]
+    return block_features(model, imgs, (pool,), batch_size)[pool]

@@ -1,0 +1,134 @@
+"""Figures of the representation probes (matplotlib): per-block probe accuracy, CKA heat maps,
+attention distance / entropy / NMI by depth, and the kNN monitor over training.
+
+Like :mod:`workbench.plots`, these draw numbers the probes return; the only statistic computed
+here is the Wilson interval of an accuracy (``plots.wilson_interval``). Each returns a figure
+(save it with ``workbench.plots.save_figure``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+POOL_STYLES = {"cls": "-", "mean": "--"}
+
+
+def _named(results: Mapping[str, Any], what: str) -> dict[str, Any]:
+    if not results:
+        raise ValueError(f"no {what} to plot")
+    return dict(results)
+
+
+def _interval(acc: Sequence[float], n: int) -> np.ndarray:
+    """[2, k] distances below / above each accuracy (%) to its 95 % Wilson interval."""
+    from . import wilson_interval
+
+    ci = np.array([wilson_interval(a, n) for a in acc]).T * 100  # [2, k]
+    return np.abs(ci - 100 * np.asarray(acc))
+
+
+def layer_probe_figure(results: Mapping[str, Any], title: str | None = None):
+    """One panel per classifier (linear, kNN): accuracy (%) of every block's features against
+    block index, a line per model and pooling (cls solid, mean dashed), 95 % Wilson intervals,
+    the chance line and each line's best block ringed. ``results``: model name ->
+    ``probes.LayerProbes``."""
+    results = _named(results, "layer probes")
+    first = next(iter(results.values()))
+    classifiers = sorted({p.split()[0] for p in first.correct}, key=["linear", "kNN"].index)
+    fig, axes = plt.subplots(1, len(classifiers), figsize=(5.2 * len(classifiers), 3.6),
+                             squeeze=False, sharey=True)
+    for ax, clf in zip(axes[0], classifiers):
+        for m, (name, r) in enumerate(results.items()):
+            for probe, acc in r.accuracy.items():
+                if not probe.startswith(clf + " "):
+                    continue
+                pool = probe.split()[1]
+                line = ax.errorbar(r.layers, 100 * acc, yerr=_interval(acc, r.n_test),
+                                   color=f"C{m}", ls=POOL_STYLES.get(pool, "-"), capsize=2,
+                                   marker="o", ms=3, label=f"{name} {pool}")
+                best = r.layers.index(r.best_layer(probe))
+                ax.plot(r.layers[best], 100 * acc[best], "o", ms=10, mfc="none",
+                        color=line[0].get_color())
+        ax.axhline(100 / first.n_classes, color="grey", ls=":", lw=1,
+                   label=f"chance 1/{first.n_classes}")
+        ax.set_xlabel("encoder block"), ax.set_title(f"{clf} probe (ringed: best block)",
+                                                    fontsize=10)
+        ax.set_xticks(first.layers)
+    axes[0, 0].set_ylabel(f"accuracy (%), n = {first.n_test} held-out images")
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def cka_figure(matrices: Mapping[str, np.ndarray], labels: Mapping[str, tuple[str, str]]
+               | None = None, title: str | None = None):
+    """Linear CKA heat maps, one panel per entry of ``matrices`` (name -> [La, Lb]; e.g. "MAE",
+    "MFF-MAE", "MAE × MFF-MAE"), on one colour scale [0, 1]; ``labels`` names each panel's
+    (rows, columns) axes."""
+    matrices = _named(matrices, "CKA matrices")
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices) + 0.8, 3.6),
+                             squeeze=False)
+    image = None
+    for ax, (name, m) in zip(axes[0], matrices.items()):
+        m = np.asarray(m)
+        image = ax.imshow(m, origin="lower", vmin=0, vmax=1, cmap="magma")
+        rows, cols = (labels or {}).get(name, ("block", "block"))
+        ax.set_ylabel(rows), ax.set_xlabel(cols), ax.set_title(name, fontsize=10)
+        ax.set_xticks(range(m.shape[1])), ax.set_yticks(range(m.shape[0]))
+    fig.colorbar(image, ax=list(axes[0]), label="linear CKA")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+ATTENTION_PANELS = (("distance", "mean attention distance (px)"),
+                    ("entropy", "attention entropy (nats)"), ("nmi", "NMI (query; key)"))
+
+
+def attention_figure(stats: Mapping[str, Any], title: str | None = None):
+    """cl-vs-mim's depth-wise view: per block, each head's mean attention distance, entropy and
+    NMI (points) and their mean over heads (line), a colour per model. ``stats``: model name ->
+    ``probes.AttentionStatistics``."""
+    stats = _named(stats, "attention statistics")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for m, (name, s) in enumerate(stats.items()):
+        for ax, (field, label) in zip(axes, ATTENTION_PANELS):
+            v = np.asarray(getattr(s, field))  # [L, H]
+            depth = np.arange(v.shape[0])
+            ax.plot(np.repeat(depth, v.shape[1]) + 0.08 * (m - 0.5), v.ravel(), ".", ms=4,
+                    color=f"C{m}", alpha=0.6)
+            ax.plot(depth, v.mean(axis=1), "-", color=f"C{m}", label=f"{name} (mean of heads)")
+            ax.set_xlabel("encoder block"), ax.set_ylabel(label), ax.set_xticks(depth)
+    first = next(iter(stats.values()))
+    axes[0].set_title(f"points: heads; n = {first.n_images} images, "
+                      f"{first.grid_size}×{first.grid_size} patches of {first.patch_size} px",
+                      fontsize=9)
+    axes[-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def knn_history_figure(histories: Mapping[str, Any],
+                       title: str = "kNN monitor: held-out accuracy during pretraining"):
+    """The kNN monitor's accuracy (%) against training step, a line per model with 95 % Wilson
+    intervals (when the number of queries is known). ``histories``: name -> ``KnnHistory``."""
+    histories = _named(histories, "kNN histories")
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for m, (name, h) in enumerate(histories.items()):
+        acc = np.asarray(h.accuracy)
+        yerr = _interval(acc, h.n_queries) if h.n_queries else None
+        ax.errorbar(h.steps, 100 * acc, yerr=yerr, marker="o", ms=4, capsize=3, color=f"C{m}",
+                    label=name)
+    n = {h.n_queries for h in histories.values()}
+    ax.set_xlabel("training step")
+    ax.set_ylabel("kNN accuracy (%)" + (f", n = {n.pop()} queries" if len(n) == 1 and None
+                                       not in n else ""))
+    ax.set_title(title, fontsize=10), ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

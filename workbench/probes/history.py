@@ -1,0 +1,37 @@
+"""What a run logged over training besides its loss: the kNN monitor's held-out accuracy."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from ..io import read_metrics, run_files
+
+
+class NoKnnLogError(ValueError):
+    """The run logged no ``knn_acc`` (trained with ``knn_every=0`` or before the monitor)."""
+
+
+@dataclass
+class KnnHistory:
+    steps: list[int]
+    accuracy: list[float]  # in [0, 1], held-out weighted-kNN accuracy at each step
+    n_queries: int | None  # held-out images per measurement (from config.json), None if unknown
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "accuracy": self.accuracy, "n_queries": self.n_queries}
+
+
+def knn_history(run_dir: str | os.PathLike) -> KnnHistory:
+    """The kNN monitor's accuracy over training, from a run directory's ``metrics.jsonl``."""
+    files = run_files(run_dir)
+    rows = [r for r in read_metrics(files.metrics) if "knn_acc" in r]
+    if not rows:
+        raise NoKnnLogError(f"{files.metrics} has no knn_acc: the run was trained without the "
+                            f"kNN monitor (knn_every=0) or before it existed; train with "
+                            f"--knn-every N")
+    n = None
+    if files.config.exists():
+        knn_images = json.loads(files.config.read_text()).get("train", {}).get("knn_images")
+        n = knn_images // 2 if isinstance(knn_images, int) else None
+    return KnnHistory([int(r["step"]) for r in rows], [float(r["knn_acc"]) for r in rows], n)
