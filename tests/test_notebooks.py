@@ -59,6 +59,7 @@ TINY = {
                         "DENSITY_PROBES": 1, "LANCZOS_STEPS": 4, "LANDSCAPE_STEPS": 3,
                         "LANDSCAPE_STEPS_2D": 3},
     "linear_probe.ipynb": {"N_PROBE": 48},
+    "representations.ipynb": {"N_PROBE": 48, "N_CKA": 16, "N_ATTENTION": 4},
     "mask_ratio_sweep.ipynb": {"RATIOS": [0.5, 0.75], "SWEEP_STEPS": 3, "BATCH_SIZE": 8,
                                "N_PROBE": 32},
     "00_quickstart.ipynb": {"STEPS": 3, "BATCH_SIZE": 8},
@@ -74,6 +75,8 @@ EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
     "curvature.ipynb": ["hessian_trace.png", "hessian_density.svg", "landscape_1d.png",
                         "landscape_2d.json"],
     "linear_probe.ipynb": ["linear_probe.png", "linear_probe_correct.json", "claims.json"],
+    "representations.ipynb": ["layer_probes.png", "layer_probes.json", "cka.png", "attention.svg",
+                              "attention.json", "knn_history.png"],
     "mask_ratio_sweep.ipynb": ["mask_ratio_sweep.png", "claims.json"],
     "00_quickstart.ipynb": ["quickstart_reconstruction.png", "quickstart_fusion_weights.png"],
 }
