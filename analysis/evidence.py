@@ -164,7 +164,7 @@ def do_hessian(job: Job, p: Profile, out: Path) -> dict:
 def do_measure(job: Job, p: Profile, out: Path) -> dict:
     from workbench.checkpoints import load_models
     from workbench.data import fixed_batch
-    from workbench.probes import frequency_response, fusion_history, probe_correct
+    from workbench.probes import frequency_response, fusion_history, knn_history, probe_correct
 
     models = load_models({k: run_path(out, k, job.seed) for k in ("mae", "mff")})
     size = models["mae"].cfg.img_size
@@ -179,7 +179,8 @@ def do_measure(job: Job, p: Profile, out: Path) -> dict:
                           for k, m in models.items()},
             "probe_correct": {k: probe_correct(m, train_set, test_set, seed=job.seed).tolist()
                               for k, m in models.items()},
-            "fusion": fusion_history(run_path(out, "mff", job.seed)).to_dict()}
+            "fusion": fusion_history(run_path(out, "mff", job.seed)).to_dict(),
+            "knn": {k: knn_history(run_path(out, k, job.seed)).to_dict() for k in models}}
 
 
 STAGES = {"pretrain": do_pretrain, "supervised": do_supervised, "sweep": do_sweep,
@@ -263,7 +264,7 @@ def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
     import numpy as np
 
     from workbench import findings
-    from workbench.probes import FrequencyResponse, FusionHistory
+    from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
 
     def r(job: Job) -> dict:
         return results[job.name]["result"]
@@ -286,7 +287,9 @@ def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
         findings.mff_better_linear_probe([m["probe_correct"]["mae"] for m in measured],
                                          [m["probe_correct"]["mff"] for m in measured]),
         findings.high_mask_ratio_best(list(p.sweep_ratios), sweep),
-    ]
+    ] + ([findings.mff_converges_faster(*([KnnHistory(**m["knn"][k]) for m in measured]
+                                          for k in ("mae", "mff")))]
+         if all("knn" in m for m in measured) else [])  # measured before the kNN monitor: none
 
 
 def describe(p: Profile, seconds: float | None) -> str:

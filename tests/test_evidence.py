@@ -32,7 +32,8 @@ def test_smoke_profile_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "ev"
     assert evidence.main(["--profile", "smoke", "--out", str(out), "--jobs", "2"]) == 0
     claims = json.loads((out / "claims.json").read_text())
-    assert len(claims) == 8
+    assert len(claims) == 9
+    assert claims[-1]["claim"] == "MFF-MAE's features become useful faster during pretraining"
     for c in claims:
         assert {"effect", "ci", "p", "n", "test", "verdict", "sizes"} <= c.keys()
         assert c["verdict"] in findings.VERDICTS and len(c["ci"]) == 2

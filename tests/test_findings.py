@@ -128,6 +128,28 @@ def test_fusion_moves_shallow_over_seeds():
     assert "not the initialisation" in findings.fusion_moves_shallow([late, late]).note
 
 
+def test_mff_converges_faster_from_knn_histories():
+    from workbench.probes import KnnHistory
+
+    steps = [0, 100, 200, 300]
+    mae = [KnnHistory(steps, [0.1, 0.2, 0.3, 0.4], 128) for _ in range(3)]
+    gaps = [0.05, 0.08, 0.06]  # MFF above MAE by these at every logged step after 0
+    mff = [KnnHistory(steps, [0.1] + [a + g for a in (0.2, 0.3, 0.4)], 128) for g in gaps]
+    c = findings.mff_converges_faster(mae, mff)
+    assert c.effect == pytest.approx(np.mean(gaps)) and c.n == 3 and c.verdict == "held"
+    assert "final kNN accuracy MAE [40.0, 40.0, 40.0]" in c.measured
+    reverse = findings.mff_converges_faster(mff, mae)
+    assert reverse.verdict == "not held"
+    # one seed: training randomness is not sampled, so no verdict either way
+    one = findings.mff_converges_faster(mae[0], mff[0])
+    assert one.verdict == "inconclusive" and one.effect == pytest.approx(0.05)
+    # steps logged by only one run are left out; no shared step is an error that names them
+    shifted = KnnHistory([0, 100, 250, 300], [0.1, 0.3, 0.9, 0.5], 128)
+    assert findings.mff_converges_faster(mae[0], shifted).effect == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="share no step"):
+        findings.mff_converges_faster(mae[0], KnnHistory([0, 50], [0.1, 0.2], 128))
+
+
 def test_supervised_last_layer():
     last = [history([[0.25] * 4, [0.1, 0.1, 0.2 - e, 0.6 + e]]) for e in (0.0, 0.05, 0.1)]
     assert findings.supervised_fusion_favors_last(last).verdict == "held"

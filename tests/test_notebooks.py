@@ -17,7 +17,7 @@ from importlib import metadata
 import yaml
 
 from workbench import findings
-from workbench.probes import FrequencyResponse, FusionHistory
+from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
 from workbench.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
                         "landscape_2d.json"],
     "linear_probe.ipynb": ["linear_probe.png", "linear_probe_correct.json", "claims.json"],
     "representations.ipynb": ["layer_probes.png", "layer_probes.json", "cka.png", "attention.svg",
-                              "attention.json", "knn_history.png"],
+                              "attention.json", "knn_history.png", "claims.json"],
     "mask_ratio_sweep.ipynb": ["mask_ratio_sweep.png", "claims.json"],
     "00_quickstart.ipynb": ["quickstart_reconstruction.png", "quickstart_fusion_weights.png"],
 }
@@ -110,6 +110,9 @@ def expected_claims(notebook: str, out: Path) -> list[dict] | None:
         d = saved("mask_ratio_sweep.json")
         return [findings.high_mask_ratio_best(
             d["ratios"], [d["probe_correct"][str(r)] for r in d["ratios"]]).to_dict()]
+    if notebook == "representations.ipynb":
+        h = {n: KnnHistory(**d) for n, d in saved("knn_history.json").items()}
+        return [findings.mff_converges_faster(h["MAE"], h["MFF-MAE"]).to_dict()]
     return None
 
 
