@@ -51,7 +51,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	@failed=""; for b in train_step hessian hessian_exact slider cli gpu $(if $(filter 1,$(BENCH_FIGURES)),figures); do \
+	@failed=""; for b in train_step hessian hessian_exact slider cli knn_monitor gpu $(if $(filter 1,$(BENCH_FIGURES)),figures); do \
 		echo "== bench/$$b.py"; $(PY) bench/$$b.py || failed="$$failed $$b"; done; \
 	$(PY) bench/report.py; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi

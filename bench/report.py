@@ -105,6 +105,16 @@ def rows() -> list[tuple]:
                         f"median {r['gpu_median_ms']:.0f}", "budget 300 ms",
                         f(r["ratio_gpu"]) + "×", "≤ 300 ms", met(r["gpu_median_ms"] <= 300),
                         where(r)))
+    r = load("knn_monitor")
+    if r:
+        by = {x["model"]: x for x in r["results"]}
+        out.append(("kNN monitor share of a tiny run (every "
+                    f"{by['mae']['knn_every']} steps, {by['mae']['knn_images']} images)",
+                    ", ".join(f"{k.upper()} {100 * x['share']:.1f} % ({x['evaluations']} × "
+                              f"{x['knn_eval_s']:.2f} s)" for k, x in by.items()),
+                    f"steps {by['mae']['step_s']:.2f} s × {by['mae']['steps']}",
+                    f(r["ratio"]) + "× (goal ÷ share)", "< 5 %",
+                    met(r["share"] < r["goal_share"]), where(r)))
     r = load("cli")
     if r:
         ref = {c["case"]: c for c in r["cases"]}.get("import torch", {})

@@ -40,4 +40,7 @@ def test_required_packages_are_declared():
 def test_ci_runs_make_test_and_fails_on_failure():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "set -e" in ci
+    # then the browser test, installing Debian's chromium when it is missing (and saying so)
+    assert ci.index("make test\n") < ci.index("make test-browser")
+    assert "apt-get install" in ci and "installing Debian's chromium" in ci
     assert re.search(r"^test:", (ROOT / "Makefile").read_text(), re.M)
