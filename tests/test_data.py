@@ -189,3 +189,33 @@ def test_step_batches_split_over_ranks_and_micro_batches():
     assert resumed == [single.keys(4, 0), single.keys(5, 0)]
     with pytest.raises(ValueError, match="not divisible"):
         StepBatches(50, 6, accum=4)
+
+
+def test_resize_crop_augmentation_is_a_reflect_padded_crop_of_the_resized_region():
+    """mmpretrain's MFF pipeline (resize, RandomCrop padding 4 reflect, flip), checked against
+    every crop offset and flip of an independently resized and padded region."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from workbench.data import normalize
+    from workbench.training import TrainConfig, resolve
+
+    ds = build_dataset("builtin", 32, "train", augment="resize-crop")
+    img, (top, left, h, w) = ds.region(3)
+    base = TF.resized_crop(img, top, left, h, w, [32, 32],
+                           interpolation=InterpolationMode.BICUBIC, antialias=True)
+    padded = TF.pad(base, [4], padding_mode="reflect")
+    crops = [normalize(TF.crop(padded, i, j, 32, 32)) for i in range(9) for j in range(9)]
+    crops += [TF.horizontal_flip(c) for c in crops]
+    offsets = set()
+    for seed in range(12):
+        x, _ = ds[(3, seed)]
+        hits = [k for k, c in enumerate(crops) if torch.equal(x, c)]
+        assert hits, seed
+        offsets.add(hits[0])
+    assert len(offsets) > 3  # the offset and flip follow the seed
+    assert not torch.equal(ds[(3, 0)][0], build_dataset("builtin", 32, "train")[(3, 0)][0])
+    with pytest.raises(ValueError, match="shapes"):
+        build_dataset("shapes", 32, "train", augment="resize-crop")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        resolve(TrainConfig(augment="randaugment"))

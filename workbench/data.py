@@ -43,6 +43,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.2, 1.0)  # MAE's RandomResizedCrop area range
 CROP_RATIO = (3 / 4, 4 / 3)
 EVAL_CROP = 0.875  # eval: resize to S / 0.875, center crop S (224 of 256)
+# Training augmentations: "mae" (MAE's RandomResizedCrop(0.2-1) + flip: the default, so MAE and
+# MFF-MAE see the same images and differ only in the fusion) or "resize-crop" (what mmpretrain's
+# released MFF configs use: resize to S, RandomCrop(S, padding 4, reflect), flip).
+AUGMENTATIONS = ("mae", "resize-crop")
+CROP_PADDING = 4  # "resize-crop": reflect padding before the random crop, pixels
 SPLITS = ("train", "heldout")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm"}
@@ -162,17 +167,30 @@ def center_box(h: int, w: int) -> tuple[int, int, int, int]:
     return (h - side) // 2, (w - side) // 2, side, side
 
 
+def padded_random_crop(img: torch.Tensor, g: torch.Generator, pad: int = CROP_PADDING
+                       ) -> torch.Tensor:
+    """RandomCrop(padding=pad, padding_mode="reflect"): [3, S, S] -> [3, S, S], the offset drawn
+    from ``g``."""
+    size = img.shape[-1]
+    padded = TF.pad(img, [pad], padding_mode="reflect")
+    i, j = (int(torch.randint(0, 2 * pad + 1, (1,), generator=g)) for _ in range(2))
+    return TF.crop(padded, i, j, size, size)
+
+
 def view(img: torch.Tensor, box: tuple[int, int, int, int], size: int, train: bool,
-         g: torch.Generator | None = None) -> torch.Tensor:
+         g: torch.Generator | None = None, augment: str = "mae") -> torch.Tensor:
     """uint8 [3, H, W] and a region box (top, left, h, w) -> normalised float [3, size, size]:
-    the MAE train transform (random resized crop + flip) or the eval transform, inside the box."""
+    a training augmentation (``augment``, see :data:`AUGMENTATIONS`) or the eval transform,
+    inside the box."""
     top, left, h, w = box
-    if train:
-        i, j, ch, cw = random_resized_box(h, w, g)
+    if train and augment == "resize-crop":
+        out = TF.resized_crop(img, top, left, h, w, [size, size],
+                              interpolation=InterpolationMode.BICUBIC, antialias=True)
+        out = padded_random_crop(out, g)
     else:
-        i, j, ch, cw = center_box(h, w)
-    out = TF.resized_crop(img, top + i, left + j, ch, cw, [size, size],
-                          interpolation=InterpolationMode.BICUBIC, antialias=True)
+        i, j, ch, cw = random_resized_box(h, w, g) if train else center_box(h, w)
+        out = TF.resized_crop(img, top + i, left + j, ch, cw, [size, size],
+                              interpolation=InterpolationMode.BICUBIC, antialias=True)
     if train and bool(torch.rand(1, generator=g) < 0.5):
         out = TF.horizontal_flip(out)
     return normalize(out)
@@ -185,6 +203,7 @@ class ViewDataset(Dataset):
     img_size: int
     train_transform: bool
     classes: list[str]
+    augment: str = "mae"  # the training augmentation (AUGMENTATIONS); set by build_dataset
 
     def region(self, index: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
         """uint8 [3, H, W] image and the (top, left, h, w) box the item is taken from."""
@@ -201,7 +220,8 @@ class ViewDataset(Dataset):
                 seed = int(torch.randint(0, 2**62, (1,)))
             g = torch.Generator().manual_seed(int(seed))
         img, box = self.region(int(index))
-        return view(img, box, self.img_size, self.train_transform, g), self.label(int(index))
+        return (view(img, box, self.img_size, self.train_transform, g, self.augment),
+                self.label(int(index)))
 
     @property
     def labels(self) -> list[int]:
@@ -417,16 +437,24 @@ class ImageFolder(ViewDataset):
 
 # ----------------------------------------------------------------------------- entry points
 def build_dataset(name_or_path: str | os.PathLike = "builtin", img_size: int = 32,
-                  split: str = "train", train_transform: bool = True) -> ViewDataset:
+                  split: str = "train", train_transform: bool = True,
+                  augment: str = "mae") -> ViewDataset:
     """``"builtin"`` (photo tiles), ``"shapes"`` (labelled shapes over photo textures) or an
-    image folder; ``train_transform`` False gives the eval transform."""
-    if str(name_or_path) == "builtin":
-        return BuiltinPhotos(img_size, split, train_transform)
+    image folder; ``train_transform`` False gives the eval transform, ``augment`` chooses the
+    training one (:data:`AUGMENTATIONS`)."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     if str(name_or_path) == "shapes":
+        if augment != "mae":
+            raise ValueError(f"augment={augment!r} does not apply to the built-in shapes: their "
+                             f"training transform is a flip (a crop could cut the shape out)")
         from .shapes import BuiltinShapes  # shapes draws its backgrounds from this module
 
         return BuiltinShapes(img_size, split, train_transform)
-    return ImageFolder(name_or_path, img_size, split, train_transform)
+    ds = (BuiltinPhotos(img_size, split, train_transform) if str(name_or_path) == "builtin"
+          else ImageFolder(name_or_path, img_size, split, train_transform))
+    ds.augment = augment
+    return ds
 
 
 def fixed_batch(name_or_path: str | os.PathLike = "builtin", img_size: int = 32, n: int = 64,

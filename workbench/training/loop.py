@@ -110,7 +110,8 @@ def check_batch_split(cfg: TrainConfig, dd: Dist) -> None:
 def open_dataset(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist):
     """The training images, opened before any directory is made: a missing folder or one without
     images fails here and leaves nothing behind."""
-    data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True)
+    data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True,
+                         augment=cfg.augment)
     if dd.main and hasattr(data, "report"):  # image folders: skipped and converted files
         print(f"[train] data: {data.report()}", flush=True)
     if dd.main and len(data) < cfg.batch_size:

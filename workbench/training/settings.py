@@ -28,6 +28,7 @@ class TrainConfig:
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
     data: str = "builtin"  # "builtin" photos, "shapes", or an image folder
+    augment: str = "mae"  # training augmentation: "mae" | "resize-crop" (data.AUGMENTATIONS)
     steps: int | None = None  # optimizer steps (schedule length)
     stop_after: int | None = None  # stop early at this step (checkpointed), schedule unchanged
     batch_size: int | None = None  # global batch, over all ranks and accumulation steps
@@ -129,6 +130,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"knn_images must be an integer >= 2, got {cfg.knn_images!r}")
     if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
         raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
+    from ..data import AUGMENTATIONS
+
+    if cfg.augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {cfg.augment!r}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     return cfg
