@@ -176,15 +176,14 @@ def run_notebooks(sets: list[dict], out: Path, common: dict, meta: dict, jobs: i
     """Run every entry, ``jobs`` notebooks at a time (each in its own kernel with the cores split
     between them; the costliest first, by the entries' optional ``cost``); records in ``sets``
     order."""
-    from tqdm.auto import tqdm
-
     records: list[dict | None] = [None] * len(sets)
-    bar = tqdm(total=len(sets), desc="notebooks", unit="nb")
+    start = time.perf_counter()
 
-    def done(i: int, record: dict) -> None:
+    def done(i: int, record: dict) -> None:  # one line per notebook, nothing else
         records[i] = record
-        bar.update(1)
-        print(f"[figures] {record['name']}: {record['status']} ({record['seconds']} s)", flush=True)
+        finished = sum(r is not None for r in records)
+        print(f"[figures] {finished}/{len(sets)} {record['name']}: {record['status']} "
+              f"({record['seconds']} s; {time.perf_counter() - start:.0f} s elapsed)", flush=True)
 
     if jobs <= 1 or len(sets) <= 1:
         for i, entry in enumerate(sets):
@@ -200,8 +199,24 @@ def run_notebooks(sets: list[dict], out: Path, common: dict, meta: dict, jobs: i
             futures = {pool.submit(run_notebook, sets[i], out, common, meta): i for i in order}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.result())
-    bar.close()
     return records  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def kernel_stderr_to(path: Path):
+    """The kernels papermill starts inherit this process's stderr (file descriptor 2); for the
+    block it goes to ``path``, so their start-up warnings ("Kernel is running over TCP without
+    encryption") land in the notebook's folder instead of the batch's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
@@ -219,9 +234,10 @@ def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
               "git_commit": meta["git_commit"]}
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(NOTEBOOKS / entry["notebook"]), str(folder / entry["notebook"]),
-                            parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
-                            kernel_name="python3")
+        with kernel_stderr_to(folder / "kernel-stderr.log"):
+            pm.execute_notebook(str(NOTEBOOKS / entry["notebook"]),
+                                str(folder / entry["notebook"]), parameters=params,
+                                cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
         record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - recorded, the batch goes on
         record["status"] = "failed"

@@ -238,7 +238,7 @@ class _Links(HTMLParser):
                 self.links.append(v)
 
 
-def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
+def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path, capfd):
     params = tmp_path / "figures.yaml"
     params.write_text(yaml.safe_dump([
         {"name": "fusion_weights", "notebook": "fusion_weights.ipynb",
@@ -250,6 +250,11 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path):
     code = make_figures.main(["--mae", str(runs["mae"]), "--mff", str(runs["mff"]),
                               "--out", str(out), "--params", str(params)])
     assert code == 1  # "broken" failed, and says so
+    said = capfd.readouterr()
+    notebook_lines = [line for line in said.out.splitlines() if re.match(r"\[figures\] \d/3 ", line)]
+    assert len(notebook_lines) == 3 and all("s elapsed)" in line for line in notebook_lines)
+    assert "Kernel is running" not in said.out + said.err  # the kernels' noise: in their folder
+    assert "Kernel is running" in (out / "mask_sampling" / "kernel-stderr.log").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     status = {f["name"]: f["status"] for f in manifest["figures"]}
     assert status == {"fusion_weights": "ok", "mask_sampling": "ok", "broken": "failed"}

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 POOL_STYLES = {"cls": "-", "mean": "--"}
+POOL_NAMES = {"cls": "cls token", "mean": "mean of patch tokens"}
 
 
 def _named(results: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -57,11 +58,23 @@ def layer_probe_figure(results: Mapping[str, Any], title: str | None = None):
                                                     fontsize=10)
         ax.set_xticks(first.layers)
     axes[0, 0].set_ylabel(f"accuracy (%), n = {first.n_test} held-out images")
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(handles=_probe_legend(results, first.n_classes), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _probe_legend(results: Mapping[str, Any], n_classes: int) -> list:
+    """A colour per model, a line style per pooling, and the chance line."""
+    from matplotlib.lines import Line2D
+
+    pools = sorted({p.split()[1] for r in results.values() for p in r.correct})
+    return ([Line2D([], [], color=f"C{m}", marker="o", ms=3, label=name)
+             for m, name in enumerate(results)]
+            + [Line2D([], [], color="grey", ls=POOL_STYLES.get(p, "-"),
+                      label=POOL_NAMES.get(p, p)) for p in pools]
+            + [Line2D([], [], color="grey", ls=":", label=f"chance 1/{n_classes}")])
 
 
 def cka_figure(matrices: Mapping[str, np.ndarray], labels: Mapping[str, tuple[str, str]]

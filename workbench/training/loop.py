@@ -174,9 +174,9 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs.open(cfg, mcfg, state.step)
     monitor = build_monitor(cfg.data, cfg.knn_data, mcfg.img_size, cfg.knn_images) \
         if cfg.knn_every and dd.main else None  # rank 0 measures, the others do not wait
-    first = initial_record(state, monitor) if saved is None else {}
-    if first:  # a new run: where the fusion weights and the kNN accuracy start from
-        outputs.log(first)
+    initial = initial_record(state, monitor) if saved is None else {}
+    if initial:  # a new run: where the fusion weights and the kNN accuracy start from
+        outputs.log(initial)
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
@@ -293,8 +293,9 @@ def log_line(record: dict, stop: int, elapsed: float, steps_done: int) -> str:
     """The line a run prints at each log step when no progress bar is shown (output to a file,
     nohup, a batch scheduler): step, loss, lr, images/s and the time left at the pace so far."""
     left = elapsed / steps_done * (stop - record["step"]) if steps_done else float("nan")
+    knn = f"  kNN {record['knn_acc']:.3f}" if "knn_acc" in record else ""
     return (f"[train] step {record['step']}/{stop}  loss {record['loss']:.4f}  "
-            f"lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s  ETA {duration(left)}")
+            f"lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s{knn}  ETA {duration(left)}")
 
 
 def duration(seconds: float) -> str:
