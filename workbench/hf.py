@@ -224,11 +224,11 @@ def convert_huggingface(obj: dict, overrides: dict):
     rename to official keys; the settings come from config.json when there is one."""
     hf = obj.get("hf_config")
     sd = hf_to_official(obj["hf_weights"] if hf is not None else obj)
-    has_decoder = "decoder_embed.weight" in sd
     if hf is None:  # a weights file without its config.json: shapes, and transformers' eps
         cfg, has_decoder = infer_config(sd, "huggingface", None,
                                         **{"layer_norm_eps": 1e-12, **overrides})
         return sd, cfg, has_decoder
+    has_decoder = "decoder_embed.weight" in sd
     return sd, config_from_hf(hf, has_decoder, overrides), has_decoder
 
 
