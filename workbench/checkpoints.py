@@ -1,20 +1,28 @@
 """Checkpoint layouts: read a file, say which layout it is in, convert it, build the model.
 
-``load_checkpoint(path)`` recognises four layouts and returns a ready model:
+``load_checkpoint(path)`` recognises five layouts and returns a ready model:
 
 * ``workbench`` -- our own files: ``{"format": "mim-workbench", "config", "model", ...}``;
 * ``mae-official`` -- facebookresearch/mae ``mae_pretrain_vit_*.pth`` / ``mae_visualize_vit_*.pth``:
   ``{"model": state_dict, ["optimizer", "epoch", "scaler", "args"]}``, with or without decoder;
 * ``mmpretrain`` -- mmpretrain MAE / MFF: ``{"meta", "state_dict"}`` with ``backbone.`` and
   ``neck.`` keys (MFF adds ``backbone.proj_layers.*`` and ``backbone.proj_weights``);
-* ``timm`` -- a plain timm ``VisionTransformer`` state dict (encoder only).
+* ``timm`` -- a plain timm ``VisionTransformer`` state dict (encoder only), also as the hub's
+  ``.safetensors`` (``timm/vit_*_patch16_224.mae``);
+* ``huggingface`` -- transformers' ``ViTMAEForPreTraining`` / ``ViTMAEModel``: a
+  ``save_pretrained`` directory (config.json + model.safetensors or pytorch_model.bin), in the
+  hub's or transformers 5's key names (converter in :mod:`workbench.hf`).
+
+``path`` may also be a hub name (``facebook/vit-mae-base``) already in the local Hugging Face
+cache; nothing is ever downloaded.
 
 As in timm, loading is read -> :func:`detect_layout` -> the layout's converter (one function per
 source layout, registered in :data:`LAYOUTS`; each returns the state dict in official-MAE key
 names, the :class:`ModelConfig` and whether the file holds a decoder) -> build -> load.
 
-Everything is read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed for the
-official ``args``): a file that would run code when unpickled is refused, never executed.
+PyTorch files are read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed for
+the official ``args``): a file that would run code when unpickled is refused, never executed;
+``.safetensors`` files hold tensors only.
 Dimensions are inferred from the tensors; published head counts are used for published widths.
 """
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any, Callable
 import torch
 
 from .config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_layers
-from .io import atomic_save, checkpoint_path
+from .io import atomic_save, atomic_write, checkpoint_path
 from .models import MaskedAutoencoder, MultiLevelFusion, model_from_config
 from .registry import Registry
 
@@ -47,7 +55,10 @@ DECODER_KEYS = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_bl
 # A converter: (checkpoint dict, the caller's model overrides) -> (state dict in official-MAE key
 # names, the model's config, whether the file holds decoder weights).
 Converter = Callable[[dict, dict], "tuple[dict[str, torch.Tensor], ModelConfig, bool]"]
-LAYOUTS: Registry[Converter] = Registry("checkpoint layout")
+# workbench.hf registers the "huggingface" converter (imported on the first lookup)
+LAYOUTS: Registry[Converter] = Registry("checkpoint layout", source="workbench.hf")
+# Key prefixes only transformers' ViTMAE has (ViTMAEForPreTraining, ViTMAEModel).
+HF_KEYS = ("vit.embeddings.", "embeddings.patch_embeddings.")
 
 
 class CheckpointError(ValueError):
@@ -57,7 +68,7 @@ class CheckpointError(ValueError):
 @dataclass
 class CheckpointInfo:
     path: str
-    layout: str  # a name in LAYOUTS: "workbench" | "mae-official" | "mmpretrain" | "timm"
+    layout: str  # a name in LAYOUTS: "workbench" | "mae-official" | "mmpretrain" | "timm" | ...
     config: ModelConfig
     has_decoder: bool
     step: int | None = None
@@ -68,7 +79,8 @@ class CheckpointInfo:
         out = {"path": self.path, "layout": self.layout, "model": c.kind,
                "img_size": c.img_size, "patch_size": c.patch_size, "embed_dim": c.embed_dim,
                "depth": c.depth, "num_heads": c.num_heads, "has_decoder": self.has_decoder,
-               "norm_pix_loss": c.norm_pix_loss, "step": self.step}
+               "norm_pix_loss": c.norm_pix_loss, "layer_norm_eps": c.layer_norm_eps,
+               "step": self.step}
         if self.has_decoder:
             out.update(decoder_embed_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
                        decoder_num_heads=c.decoder_num_heads)
@@ -79,15 +91,33 @@ class CheckpointInfo:
 
 # ------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Safely unpickle a checkpoint file into a dict, with errors that say what is wrong."""
+    """A checkpoint as a dict, with errors that say what is wrong. ``path``: a PyTorch file
+    (safely unpickled), a ``.safetensors`` file, a Hugging Face ``save_pretrained`` directory or
+    hub snapshot, or a hub name found in the local cache."""
+    from . import hf
+
     path = Path(path)
+    if not path.exists() and hf.is_hub_name(str(path)):
+        path = hf.hub_snapshot(str(path))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; pass the checkpoint file "
-                              f"(for a training run: {path / 'checkpoint.pt'})")
+    folder = path if path.is_dir() else path.parent
+    obj = read_file(hf.weights_file(path) if path.is_dir() else path, map_location)
+    if _has_hf_keys(obj) and (config := hf.read_hf_config(folder)) is not None:
+        return {"hf_config": config, "hf_weights": obj}  # the settings beside the weights
+    return obj
+
+
+def _has_hf_keys(sd: dict) -> bool:
+    return any(isinstance(k, str) and k.startswith(HF_KEYS) for k in sd)
+
+
+def read_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """One checkpoint file: ``.safetensors``, or a PyTorch pickle read weights-only."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): was it still being written?")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path, map_location)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -106,6 +136,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return obj
 
 
+def read_safetensors(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """A ``.safetensors`` file (tensors only, nothing to unpickle) as a state dict."""
+    from safetensors.torch import load_file
+
+    device = map_location if isinstance(map_location, str) else str(torch.device(map_location))
+    try:
+        return load_file(path, device=device)
+    except Exception as e:  # noqa: BLE001 - re-raised with the reason
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or "
+                              f"corrupt?): {type(e).__name__}: {e}") from e
+
+
 def _loader_detail(text: str) -> str:
     """The informative paragraph of torch.load's error, without its generic advice."""
     skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
@@ -118,6 +160,8 @@ def detect_layout(obj: dict) -> str:
     """Which of the :data:`LAYOUTS` a checkpoint dict is in (the first rule that fits)."""
     if obj.get("format") == FORMAT:
         return "workbench"
+    if "hf_config" in obj or _has_hf_keys(obj):
+        return "huggingface"
     if isinstance(obj.get("state_dict"), dict) and any(
             k.startswith(("backbone.", "neck.")) for k in obj["state_dict"]):
         return "mmpretrain"
@@ -130,7 +174,8 @@ def detect_layout(obj: dict) -> str:
     raise CheckpointError(
         "unrecognised checkpoint layout: expected a MIM Workbench checkpoint, an official MAE "
         "file ('model' with patch_embed.proj.*), an mmpretrain file ('state_dict' with backbone./"
-        f"neck. keys) or a timm ViT state dict; top-level keys found: {keys}")
+        "neck. keys), a timm ViT state dict or a Hugging Face ViTMAE file (vit.embeddings.* "
+        f"keys); top-level keys found: {keys}")
 
 
 # ------------------------------------------------------------------------------- converters
@@ -280,7 +325,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                     **overrides) -> MaskedAutoencoder:
     """Build the model a checkpoint describes and load its weights (eval mode).
 
-    ``path`` is a checkpoint file or a training run directory (its ``checkpoint.pt``).
+    ``path`` is a checkpoint file (PyTorch or ``.safetensors``), a training run directory (its
+    ``checkpoint.pt``), a Hugging Face ``save_pretrained`` directory, or a hub name such as
+    ``facebook/vit-mae-base`` in the local Hugging Face cache (never downloaded).
     ``overrides`` set model fields the file cannot tell (e.g. ``num_heads`` for an unpublished
     width, ``fuse_layers`` for an MFF file, ``norm_pix_loss``). ``model.checkpoint_info`` says
     what was loaded; an encoder-only file gives a model whose ``has_decoder`` is False.
@@ -343,11 +390,21 @@ def save_checkpoint(model: MaskedAutoencoder, path: str | os.PathLike, **extra: 
     atomic_save(checkpoint_dict(model, **extra), path)
 
 
-def export_timm(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
+def export_timm(model: MaskedAutoencoder, path: str | os.PathLike | None = None
+                ) -> dict[str, torch.Tensor]:
     """The encoder as a timm ``VisionTransformer`` state dict (class token, final norm, no head):
-    ``timm.create_model("vit_base_patch16_224", num_classes=0).load_state_dict(sd)``."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if k.startswith(TIMM_ENCODER_KEYS)}
+    ``timm.create_model("vit_base_patch16_224", num_classes=0).load_state_dict(sd)``. With
+    ``path`` it is also written there: ``.safetensors`` (as on the hub) or a PyTorch file."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()
+          if k.startswith(TIMM_ENCODER_KEYS)}
+    if path is not None and Path(path).suffix == ".safetensors":
+        from safetensors.torch import save
+
+        data = save({k: v.contiguous().cpu() for k, v in sd.items()}, metadata={"format": "pt"})
+        atomic_write(path, lambda f: f.write(data))
+    elif path is not None:
+        atomic_save(sd, path)
+    return sd
 
 
 def load_models(paths: dict[str, str | os.PathLike], map_location: str | torch.device = "cpu"

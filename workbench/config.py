@@ -36,6 +36,9 @@ class ModelConfig:
     depth: int = 6
     num_heads: int = 3
     mlp_ratio: float = 4.0
+    # every LayerNorm (encoder and decoder): 1e-6 as in official MAE / timm; Hugging Face's ViTMAE
+    # files say 1e-12 in their config.json
+    layer_norm_eps: float = 1e-6
     # decoder
     decoder_embed_dim: int = 128
     decoder_depth: int = 2
@@ -114,6 +117,8 @@ def validate(cfg: ModelConfig) -> None:
         if getattr(cfg, name) % 4:
             raise ValueError(f"{name} {getattr(cfg, name)} must be divisible by 4 for the 2-D "
                              f"sin-cos position embedding")
+    if not isinstance(cfg.layer_norm_eps, (int, float)) or not 0 < cfg.layer_norm_eps < 1:
+        raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {cfg.layer_norm_eps!r}")
     check_mask_ratio(cfg.mask_ratio)
     check_mask_strategy(cfg.mask_strategy)
     if cfg.fusion_proj not in FUSION_PROJECTIONS:

@@ -22,8 +22,6 @@ from .pos_embed import sincos_2d
 if TYPE_CHECKING:
     from ..checkpoints import CheckpointInfo
 
-LayerNorm = partial(nn.LayerNorm, eps=1e-6)
-
 
 @dataclass
 class MAEOutput:
@@ -59,6 +57,7 @@ class MaskedAutoencoder(nn.Module):
         self._has_decoder = bool(has_decoder)
         self.source = source
         d, dd, n = cfg.embed_dim, cfg.decoder_embed_dim, cfg.num_patches
+        norm_layer = partial(nn.LayerNorm, eps=cfg.layer_norm_eps)
 
         # encoder
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, d)
@@ -67,18 +66,18 @@ class MaskedAutoencoder(nn.Module):
         if cfg.mask_token_in_encoder:
             self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, d))
         self.blocks = nn.ModuleList(
-            [Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+            [Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
              for _ in range(cfg.depth)])
-        self.norm = LayerNorm(d)
+        self.norm = norm_layer(d)
 
         # decoder
         self.decoder_embed = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n + 1, dd), requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
-            [Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+            [Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
              for _ in range(cfg.decoder_depth)])
-        self.decoder_norm = LayerNorm(dd)
+        self.decoder_norm = norm_layer(dd)
         self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
 
         self.initialize_weights()
