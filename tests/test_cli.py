@@ -159,3 +159,18 @@ def test_small_folder_warns_and_names_its_training_image_loss(tmp_path):
     assert "train_images_loss" in text
     last = records(out)[-1]
     assert "heldout_loss" not in last and last["train_images_loss"] > 0
+
+
+def test_resume_a_checkpoint_written_before_a_model_field_existed(tmp_path):
+    """A field added to ModelConfig later (layer_norm_eps) takes its default when an older
+    checkpoint is resumed: not a 'different model'."""
+    import torch
+
+    out = tmp_path / "run"
+    assert main(train_args(out, "--no-progress")) == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    del ck["config"]["layer_norm_eps"]
+    torch.save(ck, out / "checkpoint.pt")
+    assert main(["train", "--resume", "--out", str(out), "--steps", "6", "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert records(out)[-1]["step"] == 6

@@ -31,7 +31,7 @@ from .checkpoints import LAYOUTS, CheckpointError, infer_config
 from .config import ModelConfig
 from .io import atomic_write, atomic_write_text
 from .models import MaskedAutoencoder
-from .models.masking import Masking, num_kept
+from .models.masking import Masking, masking_from_scores, num_kept
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # save_pretrained's file names
@@ -280,13 +280,4 @@ def masking_from_noise(noise: torch.Tensor, mask_ratio: float) -> Masking:
     patches of lowest noise stay visible), for ``model(imgs, masking=...)``. The same patches are
     masked, so loss and predictions agree; our visible tokens are in raster order, HF's in noise
     order (attention does not care, only the encoder's token order differs)."""
-    b, n = noise.shape
-    keep = num_kept(n, mask_ratio)
-    order = torch.argsort(noise, dim=1)
-    ids_keep = order[:, :keep].sort(dim=1).values
-    ids_shuffle = torch.cat([ids_keep, order[:, keep:].sort(dim=1).values], dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    mask = torch.ones(b, n, device=noise.device)
-    mask[:, :keep] = 0
-    return Masking(ids_keep=ids_keep, ids_restore=ids_restore,
-                   mask=torch.gather(mask, 1, ids_restore))
+    return masking_from_scores(noise, num_kept(noise.shape[1], mask_ratio))

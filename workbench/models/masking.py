@@ -85,6 +85,20 @@ def grid_scores(batch: int, grid: int, num_masked: int,
     return ranks.expand(batch, -1).clone()
 
 
+def masking_from_scores(scores: torch.Tensor, len_keep: int) -> Masking:
+    """The ``len_keep`` patches of lowest score [B, N] stay visible; visible tokens (and then
+    masked ones) in raster order: the same mask as MAE's shuffle, tidier tokens."""
+    batch, n = scores.shape
+    ids_shuffle = torch.argsort(scores, dim=1)  # ascending: kept first
+    ids_keep = ids_shuffle[:, :len_keep].sort(dim=1).values
+    ids_drop = ids_shuffle[:, len_keep:].sort(dim=1).values
+    ids_restore = torch.argsort(torch.cat([ids_keep, ids_drop], dim=1), dim=1)
+    mask = torch.ones(batch, n, device=scores.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)  # [B, N] back in patch order
+    return Masking(ids_keep=ids_keep, ids_restore=ids_restore, mask=mask)
+
+
 def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "random",
                  generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Masking:
@@ -94,13 +108,4 @@ def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "rand
     len_keep = num_kept(n, mask_ratio)
     scores = score(batch, grid, n - len_keep, generator)  # [B, N], the lowest len_keep are kept
     scores = scores.to(device) if device is not None else scores
-    ids_shuffle = torch.argsort(scores, dim=1)  # ascending: kept first
-    # keep visible tokens (and then masked ones) in raster order: same mask as MAE, tidier tokens
-    ids_keep = ids_shuffle[:, :len_keep].sort(dim=1).values
-    ids_drop = ids_shuffle[:, len_keep:].sort(dim=1).values
-    ids_shuffle = torch.cat([ids_keep, ids_drop], dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    mask = torch.ones(batch, n, device=scores.device)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)  # [B, N] back in patch order
-    return Masking(ids_keep=ids_keep, ids_restore=ids_restore, mask=mask)
+    return masking_from_scores(scores, len_keep)

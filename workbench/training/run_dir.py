@@ -97,7 +97,8 @@ def resume(state: TrainState, files: RunFiles, cfg: TrainConfig, mcfg: ModelConf
             print(f"[train] no checkpoint at {files.checkpoint}; starting a new run", flush=True)
         return None
     ck = read_checkpoint(files.checkpoint, map_location="cpu")
-    saved = ck.get("config") or {}
+    # through ModelConfig: fields added since the checkpoint was written take their defaults
+    saved = ModelConfig.from_dict(ck["config"]).to_dict() if ck.get("config") else {}
     if saved != mcfg.to_dict():
         raise ValueError(f"cannot resume {files.checkpoint}: it holds a different model; "
                          f"{differences(saved, mcfg.to_dict())}. Resume without these settings "
