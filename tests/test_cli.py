@@ -59,6 +59,17 @@ def test_train_help_shows_defaults_examples_and_settings(capsys):
     assert "norm_pix_loss" in listing and "base_lr" in listing
 
 
+def test_common_entry_points_import_from_the_top_level():
+    import workbench
+    from workbench import (TrainConfig, build_model, export_hf, export_timm,  # noqa: F401
+                           load_checkpoint, load_models, reconstruct, train)
+    from workbench.checkpoints import load_checkpoint as direct
+
+    assert load_checkpoint is direct and set(workbench.__all__) >= {"export_hf", "train"}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        workbench.nope
+
+
 def test_cli_model_kinds_are_the_registered_ones():
     from workbench.config import MODEL_KINDS
 

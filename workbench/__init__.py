@@ -1,7 +1,7 @@
 """MIM Workbench: train MAE and MFF-MAE and look inside them.
 
 The common entry points import from here (``from workbench import build_model, load_checkpoint,
-reconstruct, train, TrainConfig``); each loads its module, and torch, on first use.
+export_hf, reconstruct, train, TrainConfig``); each loads its module, and torch, on first use.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ _WHERE = {
     "build_model": ".models",
     "load_checkpoint": ".checkpoints",
     "load_models": ".checkpoints",
+    "export_timm": ".checkpoints",
+    "export_hf": ".hf",
     "reconstruct": ".probes",
     "train": ".training",
     "TrainConfig": ".training",
