@@ -31,130 +31,165 @@ def met(ok) -> str:
     return "–" if ok is None else ("yes" if ok else "**no**")
 
 
+def train_step_rows(r: dict) -> list[tuple]:
+    out = []
+    c = {x["name"]: x for x in r["cpu"]["results"]}
+    out.append(("training step, CPU tiny b64 fp32 (img/s)",
+                f"MAE {c['ours MAE']['images_per_s']:.0f}, MFF "
+                f"{c['ours MFF']['images_per_s']:.0f}",
+                f"lightly MAE {c['lightly MAE']['images_per_s']:.0f}",
+                f(r["ratio"]) + "×", "≥ 1.0×", met(r["ratio"] >= 1.0), where(r)))
+    g = r.get("gpu", {})
+    if "results" in g:
+        gr = {x["name"]: x for x in g["results"]}
+        best = max((x for n, x in gr.items() if n.startswith("ours")),
+                   key=lambda x: x["images_per_s"])
+        out.append((f"training step, GPU {g['preset']} b{g['batch']} bf16 (img/s)",
+                    f"{best['name']} {best['images_per_s']:.0f}",
+                    f"lightly {gr['lightly MAE']['images_per_s']:.0f}",
+                    f(g["ratio"]) + "×", "≥ 1.3×", met(g["ratio"] >= 1.3), where(r)))
+    return out
+
+
+def hessian_rows(r: dict) -> list[tuple]:
+    out = []
+    s = r["summary"]
+    k1 = s["k1"]
+    ours, theirs = k1.get("ours") or {}, k1.get("pyhessian") or {}
+    out.append(("Hessian top eigenvalue, tiny MAE b32, 1e-3 rel. accuracy (s, HVPs)",
+                f"{f(k1.get('ours_seconds'), '.1f')} s, {ours.get('hvps')} HVPs",
+                f"pyhessian {f(k1.get('pyhessian_seconds'), '.1f')} s, "
+                f"{theirs.get('hvps')} HVPs", f(r["ratio"]) + "×", "≥ 3×",
+                met(None if r["ratio"] is None else r["ratio"] >= 3), where(r)))
+    k5 = s.get("k5")
+    if k5:
+        lb = k5.get("ratio_lower_bound")
+        ratio = f(k5.get("ratio")) + "×" if k5.get("ratio") else f"≥ {f(lb)}×"
+        p5 = k5.get("pyhessian") or k5.get("pyhessian_tightest_tried") or {}
+        out.append(("Hessian top-5 eigenvalues, same problem (s, HVPs)",
+                    f"{f(k5.get('ours_seconds') or (k5.get('ours') or {}).get('seconds'), '.1f')}"
+                    f" s, {(k5.get('ours') or {}).get('hvps')} HVPs",
+                    f"pyhessian {f(k5.get('pyhessian_seconds') or p5.get('seconds'), '.1f')} s,"
+                    f" {p5.get('hvps')} HVPs", ratio, "–", "–", where(r)))
+    sp = s["spectrum"]
+    out.append((f"Hessian spectrum, {sp['batches']} minibatches × top-5, b16 (s)",
+                f"{sp['ours_warm_seconds']:.0f} s (warm starts)",
+                f"pyhessian {sp['pyhessian_seconds_extrapolated']:.0f} s "
+                f"(extrapolated from {sp['extrapolated_from_batches']})",
+                f(sp["ratio"]) + "×", "–", "–", where(r)))
+    return out
+
+
+def hessian_exact_rows(r: dict) -> list[tuple]:
+    out = []
+    by = {(x["engine"], x["k"]): x for x in r["top_k"]}
+    for k in (3, 5):
+        o, p = by[("lanczos", k)], by[("pyhessian", k)]
+        out.append((f"Hessian top-{k}, clustered spectrum (1,792 params, exact Hessian), tol "
+                    f"{r['tol']:g}: seeds within tol, HVPs",
+                    f"{o['within_tol']}/{o['seeds']}, {o['mean_hvps']:.0f} HVPs, max err "
+                    f"{o['max_rel_err']:.0e}",
+                    f"pyhessian {p['within_tol']}/{p['seeds']}, {p['mean_hvps']:.0f} HVPs, max "
+                    f"err {p['max_rel_err']:.0e}", "–", "all within tol",
+                    met(o["within_tol"] == o["seeds"]), where(r)))
+    d = r["density"]
+    out.append(("Hessian density (SLQ) vs exact, same problem",
+                f"{d['hvps']} HVPs, {d['seconds']:.1f} s; L1 {d['l1_density_distance']:.3f}, "
+                f"W1 {d['wasserstein1']:.1e}",
+                "pyhessian density(): " + ("runs" if d["pyhessian"]["runs"] else
+                                           "fails on current torch"), "–", "–", "–", where(r)))
+    return out
+
+
+def slider_rows(r: dict) -> list[tuple]:
+    out = []
+    out.append(("mask-ratio slider update, tiny MAE + MFF-MAE, CPU (ms)",
+                f"median {r['cpu_median_ms']:.0f}, p95 {r['cpu_p95_ms']:.0f}",
+                "budget 100 ms", f(r["ratio"]) + "× (budget ÷ median)", "≤ 100 ms",
+                met(r["cpu_median_ms"] <= 100), where(r)))
+    if "gpu_median_ms" in r:
+        out.append(("mask-ratio slider update, vit-l, GPU (ms)",
+                    f"median {r['gpu_median_ms']:.0f}", "budget 300 ms",
+                    f(r["ratio_gpu"]) + "×", "≤ 300 ms", met(r["gpu_median_ms"] <= 300),
+                    where(r)))
+    return out
+
+
+def knn_monitor_rows(r: dict) -> list[tuple]:
+    out = []
+    by = {x["model"]: x for x in r["results"]}
+    out.append(("kNN monitor share of a tiny run (every "
+                f"{by['mae']['knn_every']} steps, {by['mae']['knn_images']} images)",
+                ", ".join(f"{k.upper()} {100 * x['share']:.1f} % ({x['evaluations']} × "
+                          f"{x['knn_eval_s']:.2f} s)" for k, x in by.items()),
+                f"steps {by['mae']['step_s']:.2f} s × {by['mae']['steps']}",
+                f(r["ratio"]) + "× (goal ÷ share)", "< 5 %",
+                met(r["share"] < r["goal_share"]), where(r)))
+    return out
+
+
+def cli_rows(r: dict) -> list[tuple]:
+    out = []
+    ref = {c["case"]: c for c in r["cases"]}.get("import torch", {})
+    out.append(("command line: --help, settings, argument errors, no torch (s)",
+                f"slowest median {r['slowest_median_s']:.2f}",
+                f"budget {r['budget_s']:.0f} s (`import torch` alone: "
+                f"{f(ref.get('median_s'), '.1f')} s)", f(r["ratio"]) + "× (budget ÷ slowest)",
+                "≤ 1 s", met(r["slowest_median_s"] <= r["budget_s"]), where(r)))
+    return out
+
+
+def figures_rows(r: dict) -> list[tuple]:
+    out = []
+    if "error" in r:
+        out.append(("`make figures` end to end", f"failed: {r['error'][:80]}", "–", "–", "–",
+                    "–", where(r)))
+    else:
+        out.append(("`make figures` end to end, fresh copy (s)",
+                    f"install {f(r.get('install_seconds'), '.0f')}, train "
+                    f"{f(r.get('train_seconds'), '.0f')}, notebooks "
+                    f"{f(r.get('notebooks_seconds'), '.0f')}; total "
+                    f"{f(r.get('make_figures_seconds'), '.0f')} (+ install: "
+                    f"{f((r.get('install_seconds') or 0) + r.get('make_figures_seconds', 0), '.0f')})",
+                    "–", "–", "–", "–", where(r)))
+    return out
+
+
+def gpu_rows(r: dict) -> list[tuple]:
+    out = []
+    if r.get("skipped"):
+        out.append(("GPU: vit-b throughput, MFU, data pipeline", f"skipped: {r['skipped']}",
+                    "–", "–", "≥ 1.3×, MFU ≥ 40 %", "–", where(r)))
+    else:
+        mfu = r.get("mfu_best_ours")
+        d = r.get("data", {})
+        out.append(("GPU: vit-b MAE step, bf16 (best of ours ÷ lightly)",
+                    f"MFU {f(None if mfu is None else 100 * mfu, '.0f', ' %')}",
+                    "lightly MAE", f(r.get("ratio")) + "×", "≥ 1.3×, MFU ≥ 40 %",
+                    met(None if r.get("ratio") is None or mfu is None
+                        else r["ratio"] >= 1.3 and mfu >= 0.4), where(r)))
+        out.append(("GPU: data pipeline, 8 workers, 224 px JPEG (img/s)",
+                    f(d.get("images_per_s_8_workers"), ".0f"),
+                    f"model step {f(d.get('model_step_images_per_s'), '.0f')}",
+                    f(d.get("loader_over_model")) + "× (loader ÷ model)",
+                    "not the bottleneck", met(None if d.get("loader_over_model") is None
+                                              else d["loader_over_model"] >= 1), where(r)))
+    return out
+
+
+# each result file's rows, in the table's order
+ROWS = (("train_step", train_step_rows), ("hessian", hessian_rows),
+        ("hessian_exact", hessian_exact_rows), ("slider", slider_rows),
+        ("knn_monitor", knn_monitor_rows), ("cli", cli_rows), ("figures", figures_rows),
+        ("gpu", gpu_rows))
+
+
 def rows() -> list[tuple]:
     out = []
-    r = load("train_step")
-    if r:
-        c = {x["name"]: x for x in r["cpu"]["results"]}
-        out.append(("training step, CPU tiny b64 fp32 (img/s)",
-                    f"MAE {c['ours MAE']['images_per_s']:.0f}, MFF "
-                    f"{c['ours MFF']['images_per_s']:.0f}",
-                    f"lightly MAE {c['lightly MAE']['images_per_s']:.0f}",
-                    f(r["ratio"]) + "×", "≥ 1.0×", met(r["ratio"] >= 1.0), where(r)))
-        g = r.get("gpu", {})
-        if "results" in g:
-            gr = {x["name"]: x for x in g["results"]}
-            best = max((x for n, x in gr.items() if n.startswith("ours")),
-                       key=lambda x: x["images_per_s"])
-            out.append((f"training step, GPU {g['preset']} b{g['batch']} bf16 (img/s)",
-                        f"{best['name']} {best['images_per_s']:.0f}",
-                        f"lightly {gr['lightly MAE']['images_per_s']:.0f}",
-                        f(g["ratio"]) + "×", "≥ 1.3×", met(g["ratio"] >= 1.3), where(r)))
-    r = load("hessian")
-    if r:
-        s = r["summary"]
-        k1 = s["k1"]
-        ours, theirs = k1.get("ours") or {}, k1.get("pyhessian") or {}
-        out.append(("Hessian top eigenvalue, tiny MAE b32, 1e-3 rel. accuracy (s, HVPs)",
-                    f"{f(k1.get('ours_seconds'), '.1f')} s, {ours.get('hvps')} HVPs",
-                    f"pyhessian {f(k1.get('pyhessian_seconds'), '.1f')} s, "
-                    f"{theirs.get('hvps')} HVPs", f(r["ratio"]) + "×", "≥ 3×",
-                    met(None if r["ratio"] is None else r["ratio"] >= 3), where(r)))
-        k5 = s.get("k5")
-        if k5:
-            lb = k5.get("ratio_lower_bound")
-            ratio = f(k5.get("ratio")) + "×" if k5.get("ratio") else f"≥ {f(lb)}×"
-            p5 = k5.get("pyhessian") or k5.get("pyhessian_tightest_tried") or {}
-            out.append(("Hessian top-5 eigenvalues, same problem (s, HVPs)",
-                        f"{f(k5.get('ours_seconds') or (k5.get('ours') or {}).get('seconds'), '.1f')}"
-                        f" s, {(k5.get('ours') or {}).get('hvps')} HVPs",
-                        f"pyhessian {f(k5.get('pyhessian_seconds') or p5.get('seconds'), '.1f')} s,"
-                        f" {p5.get('hvps')} HVPs", ratio, "–", "–", where(r)))
-        sp = s["spectrum"]
-        out.append((f"Hessian spectrum, {sp['batches']} minibatches × top-5, b16 (s)",
-                    f"{sp['ours_warm_seconds']:.0f} s (warm starts)",
-                    f"pyhessian {sp['pyhessian_seconds_extrapolated']:.0f} s "
-                    f"(extrapolated from {sp['extrapolated_from_batches']})",
-                    f(sp["ratio"]) + "×", "–", "–", where(r)))
-    r = load("hessian_exact")
-    if r:
-        by = {(x["engine"], x["k"]): x for x in r["top_k"]}
-        for k in (3, 5):
-            o, p = by[("lanczos", k)], by[("pyhessian", k)]
-            out.append((f"Hessian top-{k}, clustered spectrum (1,792 params, exact Hessian), tol "
-                        f"{r['tol']:g}: seeds within tol, HVPs",
-                        f"{o['within_tol']}/{o['seeds']}, {o['mean_hvps']:.0f} HVPs, max err "
-                        f"{o['max_rel_err']:.0e}",
-                        f"pyhessian {p['within_tol']}/{p['seeds']}, {p['mean_hvps']:.0f} HVPs, max "
-                        f"err {p['max_rel_err']:.0e}", "–", "all within tol",
-                        met(o["within_tol"] == o["seeds"]), where(r)))
-        d = r["density"]
-        out.append(("Hessian density (SLQ) vs exact, same problem",
-                    f"{d['hvps']} HVPs, {d['seconds']:.1f} s; L1 {d['l1_density_distance']:.3f}, "
-                    f"W1 {d['wasserstein1']:.1e}",
-                    "pyhessian density(): " + ("runs" if d["pyhessian"]["runs"] else
-                                               "fails on current torch"), "–", "–", "–", where(r)))
-    r = load("slider")
-    if r:
-        out.append(("mask-ratio slider update, tiny MAE + MFF-MAE, CPU (ms)",
-                    f"median {r['cpu_median_ms']:.0f}, p95 {r['cpu_p95_ms']:.0f}",
-                    "budget 100 ms", f(r["ratio"]) + "× (budget ÷ median)", "≤ 100 ms",
-                    met(r["cpu_median_ms"] <= 100), where(r)))
-        if "gpu_median_ms" in r:
-            out.append(("mask-ratio slider update, vit-l, GPU (ms)",
-                        f"median {r['gpu_median_ms']:.0f}", "budget 300 ms",
-                        f(r["ratio_gpu"]) + "×", "≤ 300 ms", met(r["gpu_median_ms"] <= 300),
-                        where(r)))
-    r = load("knn_monitor")
-    if r:
-        by = {x["model"]: x for x in r["results"]}
-        out.append(("kNN monitor share of a tiny run (every "
-                    f"{by['mae']['knn_every']} steps, {by['mae']['knn_images']} images)",
-                    ", ".join(f"{k.upper()} {100 * x['share']:.1f} % ({x['evaluations']} × "
-                              f"{x['knn_eval_s']:.2f} s)" for k, x in by.items()),
-                    f"steps {by['mae']['step_s']:.2f} s × {by['mae']['steps']}",
-                    f(r["ratio"]) + "× (goal ÷ share)", "< 5 %",
-                    met(r["share"] < r["goal_share"]), where(r)))
-    r = load("cli")
-    if r:
-        ref = {c["case"]: c for c in r["cases"]}.get("import torch", {})
-        out.append(("command line: --help, settings, argument errors, no torch (s)",
-                    f"slowest median {r['slowest_median_s']:.2f}",
-                    f"budget {r['budget_s']:.0f} s (`import torch` alone: "
-                    f"{f(ref.get('median_s'), '.1f')} s)", f(r["ratio"]) + "× (budget ÷ slowest)",
-                    "≤ 1 s", met(r["slowest_median_s"] <= r["budget_s"]), where(r)))
-    r = load("figures")
-    if r:
-        if "error" in r:
-            out.append(("`make figures` end to end", f"failed: {r['error'][:80]}", "–", "–", "–",
-                        "–", where(r)))
-        else:
-            out.append(("`make figures` end to end, fresh copy (s)",
-                        f"install {f(r.get('install_seconds'), '.0f')}, train "
-                        f"{f(r.get('train_seconds'), '.0f')}, notebooks "
-                        f"{f(r.get('notebooks_seconds'), '.0f')}; total "
-                        f"{f(r.get('make_figures_seconds'), '.0f')} (+ install: "
-                        f"{f((r.get('install_seconds') or 0) + r.get('make_figures_seconds', 0), '.0f')})",
-                        "–", "–", "–", "–", where(r)))
-    r = load("gpu")
-    if r:
-        if r.get("skipped"):
-            out.append(("GPU: vit-b throughput, MFU, data pipeline", f"skipped: {r['skipped']}",
-                        "–", "–", "≥ 1.3×, MFU ≥ 40 %", "–", where(r)))
-        else:
-            mfu = r.get("mfu_best_ours")
-            d = r.get("data", {})
-            out.append(("GPU: vit-b MAE step, bf16 (best of ours ÷ lightly)",
-                        f"MFU {f(None if mfu is None else 100 * mfu, '.0f', ' %')}",
-                        "lightly MAE", f(r.get("ratio")) + "×", "≥ 1.3×, MFU ≥ 40 %",
-                        met(None if r.get("ratio") is None or mfu is None
-                            else r["ratio"] >= 1.3 and mfu >= 0.4), where(r)))
-            out.append(("GPU: data pipeline, 8 workers, 224 px JPEG (img/s)",
-                        f(d.get("images_per_s_8_workers"), ".0f"),
-                        f"model step {f(d.get('model_step_images_per_s'), '.0f')}",
-                        f(d.get("loader_over_model")) + "× (loader ÷ model)",
-                        "not the bottleneck", met(None if d.get("loader_over_model") is None
-                                                  else d["loader_over_model"] >= 1), where(r)))
+    for name, make in ROWS:
+        r = load(name)
+        if r:
+            out += make(r)
     return out
 
 
