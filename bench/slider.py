@@ -25,6 +25,7 @@ from common import header, median, percentile, table, write_result
 
 from workbench import build_model
 from workbench.data import heldout_batch
+from workbench.pictures import compose_rows, png_bytes
 from workbench.probes import reconstruct
 from workbench.widgets import ReconstructionExplorer
 
@@ -75,6 +76,52 @@ def probe_latency(model, imgs, n=30, sync=None) -> dict:
     return dict(median_ms=median(ts), p95_ms=percentile(ts, 95), max_ms=max(ts))
 
 
+def timed(f, n: int = 30) -> float:
+    """Median wall ms of ``f()`` over ``n`` calls, after 3 warm-up calls."""
+    for _ in range(3):
+        f()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return median(ts)
+
+
+def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
+    """Where one update's milliseconds go (median ms per part, all models together): the model
+    forwards alone (already in eval, no grad), the eval-mode switch, the un-normalisation with
+    visible-patch statistics, the whole of ``reconstruct``, composing, PNG encoding."""
+    from workbench.probes.reconstruction import quick_eval, unnormalize_patches
+
+    x, scale = imgs[:1], max(1, 160 // imgs.shape[-1])
+    with torch.no_grad():
+        outs = {n: m(x, mask_ratio=ratio, seed=0) for n, m in models.items()}
+    res = {n: reconstruct(m, x, ratio) for n, m in models.items()}
+    pic = compose_rows(res, 0, scale)
+
+    def forwards():
+        with torch.no_grad():
+            for m in models.values():
+                m(x, mask_ratio=ratio, seed=0)
+
+    def switch():
+        for m in models.values():
+            with quick_eval(m):
+                pass
+
+    def unnormalise():
+        for n, m in models.items():
+            unnormalize_patches(m, outs[n].pred, x, outs[n].mask)
+
+    parts = {"model forwards": forwards, "eval-mode switch": switch,
+             "un-normalise (visible stats)": unnormalise,
+             "reconstruct() total": lambda: [reconstruct(m, x, ratio) for m in models.values()],
+             "compose_rows": lambda: compose_rows(res, 0, scale),
+             "png_bytes": lambda: png_bytes(pic)}
+    return {name: round(timed(f), 3) for name, f in parts.items()}
+
+
 def cpu_section(updates: int) -> dict:
     torch.manual_seed(0)
     mae, mff = build_model("mae", "tiny").eval(), build_model("mff", "tiny").eval()
@@ -89,7 +136,8 @@ def cpu_section(updates: int) -> dict:
         for n in (1, 4, 8):
             x = torch.randn(n, 3, 32, 32)
             probe.append(dict(model=f"tiny {kind}", images=n, **probe_latency(m, x)))
-    return dict(explorer=rows, reconstruct_only=probe)
+    parts = update_parts({"MAE": mae, "MFF-MAE": mff}, imgs)
+    return dict(explorer=rows, reconstruct_only=probe, update_parts_ms=parts)
 
 
 def gpu_section(updates: int, preset: str = "vit-l") -> dict:
@@ -132,6 +180,8 @@ def main() -> None:
     print(table(cpu["reconstruct_only"],
                 [("model", "reconstruct() only"), ("images", "images"), ("median_ms", "median ms"),
                  ("p95_ms", "p95 ms")]))
+    print(table([dict(part=k, ms=v) for k, v in cpu["update_parts_ms"].items()],
+                [("part", "one update, tiny MAE + MFF-MAE, ratio 0.5"), ("ms", "median ms")]))
     main_row = cpu["explorer"][0]
     res["ratio"] = CPU_BUDGET_MS / main_row["median_ms"]
     res["cpu_median_ms"], res["cpu_p95_ms"] = main_row["median_ms"], main_row["p95_ms"]

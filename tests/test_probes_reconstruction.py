@@ -1,6 +1,7 @@
 """Masked reconstructions: pasting, mask counts, seeds, and norm-pix un-normalisation."""
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
@@ -124,6 +125,7 @@ def test_pixel_target_model_is_not_unnormalised():
     assert torch.allclose(res.reconstruction, (model.unpatchify(pred) * STD + MEAN).clamp(0, 1),
                           atol=1e-6)
     assert res.stats == "pixels"
+    assert not _inference_fields(res)  # usable like any tensor (in-place, autograd)
 
 
 def test_bad_input_and_mode_restored(model):
@@ -156,3 +158,57 @@ def test_official_checkpoints(tmp_path, model):
     enc = load_checkpoint(tmp_path / "mae_pretrain.pth", num_heads=2)
     with pytest.raises(EncoderOnlyError):
         reconstruct(enc, imgs)
+
+
+def _inference_fields(res) -> list[str]:
+    return [f for f, v in vars(res).items() if torch.is_tensor(v) and v.is_inference()]
+
+
+def _modes(model) -> dict:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def test_every_submodule_mode_restored_and_eval_inside(model):
+    """reconstruct runs every submodule in eval mode and gives each its own mode back afterwards
+    (also a mixed one: a frozen part in eval inside a training model), even when it fails."""
+    model.train()
+    model.blocks[0].eval()  # mixed: one block frozen in eval
+    before = _modes(model)
+    seen = []
+    hook = model.blocks[1].register_forward_pre_hook(
+        lambda mod, _: seen.append(not any(m.training for m in model.modules())))
+    try:
+        reconstruct(model, photos(), seed=0)
+        assert seen == [True] and _modes(model) == before
+        with pytest.raises(ValueError, match="shape"):
+            reconstruct(model, torch.randn(2, 3, 20, 20))
+        assert _modes(model) == before
+    finally:
+        hook.remove()
+        model.train()
+
+
+def test_same_pixels_in_any_mode_and_with_a_cold_cache(model):
+    """What reconstruct shows depends neither on the caller's mode nor on the cached neighbour
+    weights; the cache holds exactly the Gaussian weights of the patch distances."""
+    from workbench.probes.reconstruction import neighbour_weights
+
+    imgs = photos()
+    model.train()
+    warm = reconstruct(model, imgs, 0.6, seed=4)
+    model.eval()
+    neighbour_weights.cache_clear()
+    cold = reconstruct(model, imgs, 0.6, seed=4)
+    model.train()
+    for field in ("original", "masked", "reconstruction", "pasted", "mask"):
+        assert torch.equal(getattr(warm, field), getattr(cold, field)), field
+    assert not _inference_fields(warm)
+    g, sigma = 3, 1.5
+    pos = [(r, c) for r in range(g) for c in range(g)]
+    by_hand = torch.tensor([[math.exp(-((a - c) ** 2 + (b - d) ** 2) / (2 * sigma ** 2))
+                             for c, d in pos] for a, b in pos])
+    w = neighbour_weights(g, sigma, torch.float32, torch.device("cpu"))
+    assert torch.allclose(w, by_hand, rtol=1e-6, atol=0)
+    assert neighbour_weights(g, sigma, torch.float32, torch.device("cpu")) is w
+    with torch.inference_mode():  # a first call in inference mode still caches a plain tensor
+        assert not neighbour_weights(5, sigma, torch.float32, torch.device("cpu")).is_inference()

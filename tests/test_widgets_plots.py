@@ -100,6 +100,67 @@ def test_pictures_keep_the_old_pixels(models, imgs):
         compose_rows(res, [], scale=1)
 
 
+def _decode_png(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()  # reads every IDAT chunk (zlib checks its Adler-32)
+        return np.asarray(im)
+
+
+def test_png_bytes_decode_to_the_same_pixels():
+    rng = np.random.default_rng(0)
+    shapes = ((1, 1), (7, 13), (40, 3))
+    pictures = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    pictures.append(pictures[1].repeat(5, axis=0).repeat(5, axis=1))  # upscaled: repeated rows
+    pictures.append(np.asfortranarray(pictures[2]))  # any memory layout
+    pictures.append(rng.integers(0, 256, (9, 11, 4), dtype=np.uint8))  # RGBA: Pillow's path
+    pictures.append(rng.integers(0, 256, (6, 5), dtype=np.uint8))  # grey: Pillow's path
+    for pic in pictures:
+        data = png_bytes(pic)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert np.array_equal(_decode_png(data), pic), pic.shape
+
+
+def test_upscale_is_nearest_repetition():
+    from workbench.pictures import upscale
+
+    rng = np.random.default_rng(1)
+    pic = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for p in (pic, pic[:, ::2], pic[..., :1], np.dstack([pic, pic[..., :1]])):
+        for scale in (1, 2, 5):
+            ref = np.kron(p.astype(int), np.ones((scale, scale, 1), int))
+            out = upscale(p, scale)
+            assert out.dtype == np.uint8 and np.array_equal(out, ref), (p.shape, scale)
+
+
+def test_explorer_shows_the_reference_pixels_and_keeps_model_modes(models, imgs):
+    """Every update shows exactly the reference composition of the slider's reconstructions (the
+    pre-pictures np.kron renderer, decoded from the PNG), and leaves every submodule's training
+    flag as it was: a model in training mode and one with a frozen (eval) block."""
+    mae, mff = models["MAE"], models["MFF-MAE"]
+    mae.train()
+    mff.blocks[0].eval()
+    before = {n: [m.training for m in model.modules()] for n, model in models.items()}
+    try:
+        app = ReconstructionExplorer(models, imgs, mask_ratio=0.75)
+        for change in (("ratio", 0.25), ("ratio", 0.9), ("strategy", "grid"), ("index", 1),
+                       ("seed", 3), ("ratio", 0.45)):
+            setattr(getattr(app, change[0]), "value", change[1])
+            i, ratio = app.index.value, app.ratio.value
+            for n, model in models.items():
+                assert [m.training for m in model.modules()] == before[n], change
+                fresh = reconstruct(model, imgs[i:i + 1], ratio, app.strategy.value, app.seed.value)
+                assert torch.equal(app.results[n].pasted, fresh.pasted), change
+            assert np.array_equal(_decode_png(app.image.value),
+                                  _old_compose_rows(app.results, 0, app.scale, 2)), change
+    finally:
+        mae.eval()
+        mff.eval()
+
+
 def test_latency_leaves_the_slider_where_it_was(models, imgs):
     app = ReconstructionExplorer(models, imgs, mask_ratio=0.75)
     shown = app.image.value

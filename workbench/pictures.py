@@ -8,6 +8,8 @@ reconstruction, pasted -- the fields of :class:`workbench.probes.Reconstruction`
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +28,13 @@ def image_hwc(img: torch.Tensor) -> np.ndarray:
 
 def _to_uint8(panel: np.ndarray) -> np.ndarray:
     return (panel.astype(np.float64) * 255).round().astype(np.uint8)
+
+
+def _panels_uint8(result: Any, i: int, columns: Sequence[str]) -> np.ndarray:
+    """Image ``i``'s ``columns`` of one result as uint8 [F, H, W, 3], each pixel as
+    ``_to_uint8(image_hwc(panel))`` rounds it (one conversion for all the panels)."""
+    stack = torch.stack([getattr(result, field)[i].detach().float() for field in columns])
+    return _to_uint8(stack.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
 
 
 def compose_rows(results: Mapping[str, Any] | Any, index: int | Iterable[int] = 0,
@@ -47,25 +56,49 @@ def compose_rows(results: Mapping[str, Any] | Any, index: int | Iterable[int] = 
     indices = [index] if isinstance(index, (int, np.integer)) else list(index)
     if not results or not indices or not columns:
         raise ValueError("nothing to draw: need at least one result, one image and one column")
-    gap = pad * scale
-    rows = []
-    for i in indices:
-        for res in results.values():
-            panels = [_to_uint8(image_hwc(getattr(res, field)[i])) for field in columns]
-            panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]  # nearest
-            h = panels[0].shape[0]
-            parts = []
-            for p in panels:
-                parts += [p, np.full((h, gap, 3), 255, np.uint8)]
-            rows.append(np.concatenate(parts[:-1], axis=1))
-    parts = []
-    for row in rows:
-        parts += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
-    return np.concatenate(parts[:-1], axis=0)
+    rows = [_panels_uint8(res, i, columns) for i in indices for res in results.values()]
+    n, h, w, _ = rows[0].shape
+    # gaps of pad * scale after upscaling = gaps of pad before: lay out small, upscale once
+    small = np.full((len(rows) * (h + pad) - pad, n * (w + pad) - pad, 3), 255, np.uint8)
+    for r, panels in enumerate(rows):
+        for c, panel in enumerate(panels):
+            small[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = panel
+    return upscale(small, scale)
+
+
+def upscale(picture: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest upscaling of a uint8 [H, W, C] picture by an integer factor: ``repeat`` along both
+    axes, with each pixel's C bytes moved as one item (numpy repeats 1-byte items slowly)."""
+    hh, ww, c = picture.shape
+    pixels = np.ascontiguousarray(picture).view(np.dtype((np.void, c)))[..., 0]  # [H, W]
+    wide = pixels.repeat(scale, axis=1).view(np.uint8).reshape(hh, ww * scale * c)
+    return wide.repeat(scale, axis=0).reshape(hh * scale, ww * scale, c)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
-    """A uint8 [H, W, 3] picture as PNG bytes (fast compression: the explorer redraws often)."""
+    """A uint8 [H, W, 3] picture as PNG bytes, fast: the explorer redraws at every slider move.
+
+    Every row is stored with PNG's "Up" filter (its difference to the row above), so the rows
+    that nearest upscaling repeats and the white gaps are zeros, and deflated at level 1 (about
+    twice as fast as Pillow's adaptive filtering; same size). Other arrays go through Pillow."""
+    if picture.dtype != np.uint8 or picture.ndim != 3 or picture.shape[2] != 3:
+        return _pillow_png(picture)
+    h, w, _ = picture.shape
+    rows = np.ascontiguousarray(picture).reshape(h, w * 3)
+    up = np.empty((h, w * 3 + 1), np.uint8)
+    up[:, 0] = 2  # filter type Up
+    up[0, 1:] = rows[0]  # the row above the first is zeros
+    np.subtract(rows[1:], rows[:-1], out=up[1:, 1:])  # mod 256, as PNG's filter arithmetic
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(up.tobytes(), 1)) + _png_chunk(b"IEND", b""))
+
+
+def _pillow_png(picture: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()

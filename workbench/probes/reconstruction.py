@@ -2,13 +2,14 @@
 reconstruction with the visible patches of the original pasted back."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from ..config import check_mask_ratio, check_mask_strategy
 from ..data import IMAGENET_MEAN, IMAGENET_STD, unnormalize  # noqa: F401 - re-exported
-from ..models import eval_mode
 
 
 @dataclass
@@ -32,6 +33,17 @@ PATCH_STATS = ("visible", "oracle")  # how a norm-pix model's predictions are un
 NEIGHBOUR_SIGMA = 1.5  # patches: the reach of the visible neighbours' statistics
 
 
+@lru_cache(maxsize=16)
+def neighbour_weights(grid: int, sigma: float, dtype: torch.dtype,
+                      device: torch.device) -> torch.Tensor:
+    """[N, N] Gaussian weights exp(-d² / 2σ²) between the patches of a ``grid`` x ``grid`` image
+    (d in patches). Cached: the slider recomputes the statistics at every move."""
+    with torch.inference_mode(False):  # a plain tensor, whatever mode the first call ran in
+        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(device, dtype)  # [N, 2]
+        return torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * sigma ** 2))
+
+
 def visible_patch_stats(target: torch.Tensor, mask: torch.Tensor, grid: int,
                         sigma: float = NEIGHBOUR_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance [B, N, 1] for every patch from *visible* patches only: a visible patch
@@ -40,9 +52,7 @@ def visible_patch_stats(target: torch.Tensor, mask: torch.Tensor, grid: int,
     No pixel of a masked patch enters any statistic."""
     mean = target.mean(dim=-1)  # [B, N]
     var = target.var(dim=-1)
-    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], 1).to(target)  # [N, 2]
-    weight = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * sigma ** 2))  # [N, N]
+    weight = neighbour_weights(grid, sigma, target.dtype, target.device)  # [N, N]
     visible = 1.0 - mask.to(target)  # [B, N]
     w = weight[None] * visible[:, None, :]  # [B, N, N]: patch n <- visible patch v
     w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
@@ -83,13 +93,28 @@ def unnormalize_patches(model, pred: torch.Tensor, imgs: torch.Tensor,
     return pred.float() * (var + 1e-6) ** 0.5 + mean
 
 
+@contextmanager
+def quick_eval(model):
+    """Eval mode for the ``with`` block, touching only the submodules in training mode (none when
+    the model is in eval already: no walk through ``train()``), each restored afterwards."""
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
 @torch.no_grad()
 def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
                 mask_strategy: str = "random", seed: int = 0, fill: float = 0.5,
                 stats: str = "visible") -> Reconstruction:
     """Mask ``imgs`` [B, 3, H, W] (ImageNet-normalised) with a seeded mask and reconstruct them.
 
-    Runs in eval mode without gradients (the model's mode is restored). All images come back in
+    Runs in eval mode without gradients (every submodule's mode is restored; the forward in
+    inference mode, but no returned tensor is an inference tensor). All images come back in
     display space ([0, 1], un-normalised with the ImageNet statistics, clamped). For
     ``norm_pix_loss`` models each predicted patch is un-normalised with statistics from the
     visible patches (default), or with the true patch's (``stats="oracle"``, as the official MAE
@@ -102,9 +127,9 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
     strategy = check_mask_strategy(mask_strategy)
     if not 0.0 <= fill <= 1.0:
         raise ValueError(f"fill must be a grey level in [0, 1], got {fill}")
-    with eval_mode(model):
-        param = next(model.parameters())
-        imgs = imgs.to(param.device, param.dtype)
+    param = next(model.parameters())
+    imgs = imgs.to(param.device, param.dtype)
+    with quick_eval(model), torch.inference_mode():  # the rest: plain tensors, computed from it
         out = model(imgs, mask_ratio=ratio, mask_strategy=strategy, seed=seed)
     recon = model.unpatchify(unnormalize_patches(model, out.pred, imgs, out.mask, stats)
                              .to(imgs.dtype))
@@ -117,5 +142,5 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
     masked = torch.where(hidden, torch.full_like(original, fill), original)
     pasted = torch.where(hidden, reconstruction, original)
     return Reconstruction(original=original, masked=masked, reconstruction=reconstruction,
-                          pasted=pasted, mask=out.mask, loss=float(out.loss), patch_mask=pix,
-                          stats=stats if model.cfg.norm_pix_loss else "pixels")
+                          pasted=pasted, mask=out.mask.clone(), loss=float(out.loss),
+                          patch_mask=pix, stats=stats if model.cfg.norm_pix_loss else "pixels")
