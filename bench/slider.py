@@ -92,7 +92,8 @@ def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
     """Where one update's milliseconds go (median ms per part, all models together): the model
     forwards alone (already in eval, no grad), the eval-mode switch, the un-normalisation with
     visible-patch statistics, the whole of ``reconstruct``, composing, PNG encoding."""
-    from workbench.probes.reconstruction import quick_eval, unnormalize_patches
+    from workbench.models import eval_mode
+    from workbench.probes.reconstruction import unnormalize_patches
 
     x, scale = imgs[:1], max(1, 160 // imgs.shape[-1])
     with torch.no_grad():
@@ -107,7 +108,7 @@ def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
 
     def switch():
         for m in models.values():
-            with quick_eval(m):
+            with eval_mode(m):
                 pass
 
     def unnormalise():

@@ -2,7 +2,6 @@
 reconstruction with the visible patches of the original pasted back."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -10,6 +9,7 @@ import torch
 
 from ..config import check_mask_ratio, check_mask_strategy
 from ..data import IMAGENET_MEAN, IMAGENET_STD, unnormalize  # noqa: F401 - re-exported
+from ..models import eval_mode
 
 
 @dataclass
@@ -93,20 +93,6 @@ def unnormalize_patches(model, pred: torch.Tensor, imgs: torch.Tensor,
     return pred.float() * (var + 1e-6) ** 0.5 + mean
 
 
-@contextmanager
-def quick_eval(model):
-    """Eval mode for the ``with`` block, touching only the submodules in training mode (none when
-    the model is in eval already: no walk through ``train()``), each restored afterwards."""
-    training = [m for m in model.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield model
-    finally:
-        for m in training:
-            m.training = True
-
-
 @torch.no_grad()
 def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
                 mask_strategy: str = "random", seed: int = 0, fill: float = 0.5,
@@ -129,7 +115,7 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
         raise ValueError(f"fill must be a grey level in [0, 1], got {fill}")
     param = next(model.parameters())
     imgs = imgs.to(param.device, param.dtype)
-    with quick_eval(model), torch.inference_mode():  # the rest: plain tensors, computed from it
+    with eval_mode(model), torch.inference_mode():  # the rest: plain tensors, computed from it
         out = model(imgs, mask_ratio=ratio, mask_strategy=strategy, seed=seed)
     recon = model.unpatchify(unnormalize_patches(model, out.pred, imgs, out.mask, stats)
                              .to(imgs.dtype))
