@@ -90,10 +90,12 @@ class CheckpointInfo:
 
 
 # ------------------------------------------------------------------------------- reading
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict:
     """A checkpoint as a dict, with errors that say what is wrong. ``path``: a PyTorch file
     (safely unpickled), a ``.safetensors`` file, a Hugging Face ``save_pretrained`` directory or
-    hub snapshot, or a hub name found in the local cache."""
+    hub snapshot, or a hub name found in the local cache. ``mmap``: a PyTorch file's tensors are
+    memory-mapped, not read (for a look at its settings without loading the weights)."""
     from . import hf
 
     path = Path(path)
@@ -102,7 +104,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     folder = path if path.is_dir() else path.parent
-    obj = read_file(hf.weights_file(path) if path.is_dir() else path, map_location)
+    obj = read_file(hf.weights_file(path) if path.is_dir() else path, map_location, mmap)
     if _has_hf_keys(obj) and (config := hf.read_hf_config(folder)) is not None:
         return {"hf_config": config, "hf_weights": obj}  # the settings beside the weights
     return obj
@@ -112,15 +114,16 @@ def _has_hf_keys(sd: dict) -> bool:
     return any(isinstance(k, str) and k.startswith(HF_KEYS) for k in sd)
 
 
-def read_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """One checkpoint file: ``.safetensors``, or a PyTorch pickle read weights-only."""
+def read_file(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """One checkpoint file: ``.safetensors``, or a PyTorch pickle read weights-only (its tensors
+    memory-mapped with ``mmap``)."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): was it still being written?")
     if path.suffix == ".safetensors":
         return read_safetensors(path, map_location)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - re-raised with the reason
         text = str(e)
         detail = _loader_detail(text)

@@ -131,10 +131,9 @@ def attention_overlay(img: torch.Tensor, weights: torch.Tensor, query: tuple[int
     w = weights.detach().double().cpu().numpy()
     heat = matplotlib.colormaps["magma"](w / max(w.max(), 1e-12))[..., :3]  # [g, g, 3]
     heat = heat.repeat(patch, axis=0).repeat(patch, axis=1)  # [H, W, 3]
-    picture = 0.5 * image_hwc(img) + 0.5 * heat
-    picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    picture = upscale(_to_uint8(0.5 * image_hwc(img) + 0.5 * heat), scale)
     r, c = query
     top, left, size = r * patch * scale, c * patch * scale, patch * scale
-    picture[top:top + size, [left, left + size - 1]] = 1.0  # the query's left / right edges
-    picture[[top, top + size - 1], left:left + size] = 1.0  # top / bottom edges
-    return _to_uint8(picture)
+    picture[top:top + size, [left, left + size - 1]] = 255  # the query's left / right edges
+    picture[[top, top + size - 1], left:left + size] = 255  # top / bottom edges
+    return picture

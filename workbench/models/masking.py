@@ -106,6 +106,8 @@ def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "rand
     score = MASK_STRATEGIES.get(strategy)
     n = grid * grid
     len_keep = num_kept(n, mask_ratio)
+    if len_keep == n:  # nothing masked (ratio 0: features, probes): every patch, no draw at all
+        return masking_from_scores(torch.zeros(batch, n, device=device), n)
     scores = score(batch, grid, n - len_keep, generator)  # [B, N], the lowest len_keep are kept
     scores = scores.to(device) if device is not None else scores
     return masking_from_scores(scores, len_keep)

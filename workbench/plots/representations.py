@@ -12,14 +12,10 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .curvature import _named  # "no ... to plot" for an empty mapping
+
 POOL_STYLES = {"cls": "-", "mean": "--"}
 POOL_NAMES = {"cls": "cls token", "mean": "mean of patch tokens"}
-
-
-def _named(results: Mapping[str, Any], what: str) -> dict[str, Any]:
-    if not results:
-        raise ValueError(f"no {what} to plot")
-    return dict(results)
 
 
 def _interval(acc: Sequence[float], n: int) -> np.ndarray:

@@ -58,7 +58,7 @@ def _capture_maps(model, x: torch.Tensor) -> list[torch.Tensor]:
                 maps[i] = args[0].detach()  # [b, H, T, T] softmax(q k^T * scale)
 
             handles.append(blk.attn.attn_drop.register_forward_pre_hook(grab))
-        model.layer_features(x, mask_ratio=0.0, generator=torch.Generator().manual_seed(0))
+        model.layer_features(x, mask_ratio=0.0)
     finally:
         for h in handles:
             h.remove()

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .layers import block_features
+from .linear import POOLS
 
-POOLS = ("mean", "cls")
 
 
 def _as_matrix(x, name: str) -> torch.Tensor:

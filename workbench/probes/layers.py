@@ -20,23 +20,17 @@ import numpy as np
 import torch
 
 from ..models import eval_mode
-from .linear import linear_predictions, weighted_knn_predictions
+from .linear import POOLS, linear_predictions, pool_tokens, weighted_knn_predictions
 
-POOLS = ("cls", "mean")
 CLASSIFIERS = ("linear", "kNN")
-
-
-def _pool(tokens: torch.Tensor, pool: str) -> torch.Tensor:
-    """[B, 1+N, D] -> [B, D]: the cls token or the mean of the patch tokens."""
-    return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)
 
 
 @torch.no_grad()
 def block_features(model, imgs: torch.Tensor, pools=POOLS, batch_size: int = 64
                    ) -> dict[str, list[torch.Tensor]]:
     """{pool: [block 0 features [n, D], block 1, ...]} (float32, CPU, rows in the order of
-    ``imgs`` [n, C, H, W]); one forward per minibatch serves every block and pooling. Masking
-    at ratio 0 draws from a fixed generator, so the caller's random state is untouched."""
+    ``imgs`` [n, C, H, W]); one forward per minibatch serves every block and pooling. Nothing is
+    masked at ratio 0 and nothing is drawn: the caller's random state is untouched."""
     bad = [p for p in pools if p not in POOLS]
     if bad or not pools:
         raise ValueError(f"pools must be a non-empty subset of {POOLS}, got {list(pools)}")
@@ -46,13 +40,12 @@ def block_features(model, imgs: torch.Tensor, pools=POOLS, batch_size: int = 64
     chunks: dict[str, list[list[torch.Tensor]]] = {p: [] for p in pools}
     with eval_mode(model):
         for start in range(0, imgs.shape[0], batch_size):
-            outs = model.layer_features(imgs[start:start + batch_size].to(device), mask_ratio=0.0,
-                                        generator=torch.Generator().manual_seed(0))
+            outs = model.layer_features(imgs[start:start + batch_size].to(device), mask_ratio=0.0)
             for p in pools:
                 if not chunks[p]:
                     chunks[p] = [[] for _ in outs]
                 for store, tokens in zip(chunks[p], outs):  # tokens [b, 1+N, D]
-                    store.append(_pool(tokens, p).float().cpu())
+                    store.append(pool_tokens(tokens, p).float().cpu())
     return {p: [torch.cat(c) for c in per_block] for p, per_block in chunks.items()}
 
 

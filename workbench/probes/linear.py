@@ -16,6 +16,11 @@ from ..models import eval_mode
 POOLS = ("cls", "mean")
 
 
+def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
+    """[B, 1+N, D] -> [B, D]: the cls token (``"cls"``) or the mean of the patch tokens."""
+    return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)
+
+
 def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """(imgs, labels) pair, or an iterable of such pairs."""
     if (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor)
@@ -39,8 +44,7 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
                 raise ValueError(f"{imgs.shape[0]} images but {labels.shape[0]} labels")
             for s in range(0, imgs.shape[0], batch_size):
                 tokens = model.encode(imgs[s:s + batch_size].to(device), mask_ratio=0.0)
-                feat = tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)  # [b, D]
-                xs.append(feat.float().cpu().numpy())
+                xs.append(pool_tokens(tokens, pool).float().cpu().numpy())  # [b, D]
             ys.append(labels.cpu().numpy())
     if not xs:
         raise ValueError("no images given")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import BUILTIN_SETS, fixed_batch
-from ..models import eval_mode
-from ..probes.linear import weighted_knn_predictions
+from ..probes.linear import extract_features, weighted_knn_predictions
 
 KNN_K, KNN_TEMPERATURE = 20, 0.07
 
@@ -28,18 +27,12 @@ class KnnMonitor:
     query_labels: torch.Tensor  # [m]
     batch_size: int = 256
 
-    @torch.no_grad()
     def features(self, model, imgs: torch.Tensor) -> torch.Tensor:
-        """cls features [n, D] of ``imgs`` at mask ratio 0 (a fixed generator: the global ones are
-        untouched), in eval mode (mode restored)."""
-        device = next(model.parameters()).device
-        out = []
-        with eval_mode(model):
-            for chunk in imgs.split(self.batch_size):
-                tokens = model.encode(chunk.to(device), mask_ratio=0.0,
-                                      generator=torch.Generator().manual_seed(0))
-                out.append(tokens[:, 0].float().cpu())  # [b, D]
-        return torch.cat(out)
+        """cls features [n, D] of ``imgs`` (``probes.extract_features``: mask ratio 0, eval mode
+        restored, no grad, nothing drawn from the global generators)."""
+        labels = torch.zeros(len(imgs), dtype=torch.long)  # unused: the bank's labels are kept
+        return torch.from_numpy(extract_features(model, (imgs, labels), "cls",
+                                                 self.batch_size)[0])
 
     def accuracy(self, model) -> float:
         """Held-out accuracy in [0, 1] of the weighted kNN vote over the bank's features."""

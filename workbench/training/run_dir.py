@@ -53,7 +53,7 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
 def describe_run(files: RunFiles) -> str:
     """'complete at step 300, loss 0.4550' / 'at step 120 of 300' from the run's checkpoint."""
     try:
-        ck = read_checkpoint(files.checkpoint, map_location="cpu")
+        ck = read_checkpoint(files.checkpoint, map_location="cpu", mmap=True)  # not the weights
     except (OSError, ValueError) as e:  # a damaged checkpoint: say so, the refusal stands
         return f"its checkpoint cannot be read: {e}"
     step, steps = ck.get("step"), (ck.get("train_config") or {}).get("steps")
@@ -73,7 +73,9 @@ def saved_train_config(out: str | Path) -> dict | None:
     files = run_files(out)
     if not files.checkpoint.exists():
         return None
-    return read_checkpoint(files.checkpoint, map_location="cpu").get("train_config") or None
+    # the settings only: the tensors are mapped, not read (resume() reads them once, later)
+    ck = read_checkpoint(files.checkpoint, map_location="cpu", mmap=True)
+    return ck.get("train_config") or None
 
 
 # what a resumed run may change and still continue (with a warning), and what each change means
