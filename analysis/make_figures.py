@@ -120,37 +120,20 @@ def plan_run(name: str, runs: Path, steps: int | None, extra: list[str]) -> tupl
     return ckpt, [sys.executable, "-m", "workbench", *record["request"], "--out", str(out)]
 
 
-def ensure_runs(names: list[str], runs: Path, steps: int | None, extra: list[str],
-                jobs: int) -> dict[str, Path]:
-    """Train the tiny runs (keys of TINY_RUNS) that are missing or stale, up to ``jobs`` at a time
-    (the cores split between them: small models use 2 cores poorly, so two 1-core runs finish
-    sooner than two 2-core runs one after the other). A pool: the next training starts as soon as
-    one ends, so the short pixel run (listed last) fills the time the longer runs leave."""
-    import concurrent.futures as cf
-
-    plans = {n: plan_run(n, runs, steps, extra) for n in names}
-    todo = [(n, cmd) for n, (_, cmd) in plans.items() if cmd is not None]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(min(jobs, max(1, len(todo)))))}
-
-    def train_one(name: str, cmd: list[str]) -> None:
-        out = Path(cmd[cmd.index("--out") + 1])
-        if out.exists():
-            shutil.rmtree(out)
-        print(f"[figures] training {name} -> {out}", flush=True)
-        code = subprocess.run(cmd + ["--no-progress"], cwd=ROOT, env=env).returncode
-        if code != 0:
-            raise RuntimeError(f"training the tiny {name} model into {out} failed "
-                               f"(exit {code}); see its messages above")
-        (out / "figures-request.json").write_text(
-            json.dumps(request_record(TINY_RUNS[name], steps, extra)))
-
-    with cf.ThreadPoolExecutor(max(1, jobs)) as pool:
-        futures = [pool.submit(train_one, n, cmd) for n, cmd in todo]
-        for fut in cf.as_completed(futures):
-            if fut.exception() is not None:  # a failed training: start no more, report it
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise fut.exception()
-    return {n: ckpt for n, (ckpt, _) in plans.items()}
+def train_run(name: str, cmd: list[str], steps: int | None, extra: list[str]) -> dict:
+    """Train the tiny run ``name`` with ``cmd`` (into a fresh ``--out``) and mark it with its
+    request; raises if the training fails. Returns its record (name, seconds)."""
+    out = Path(cmd[cmd.index("--out") + 1])
+    if out.exists():
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    code = subprocess.run(cmd + ["--no-progress"], cwd=ROOT).returncode
+    if code != 0:
+        raise RuntimeError(f"training the tiny {name} model into {out} failed "
+                           f"(exit {code}); see its messages above")
+    (out / "figures-request.json").write_text(
+        json.dumps(request_record(TINY_RUNS[name], steps, extra)))
+    return {"name": name, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def threads_per_job(jobs: int) -> int:
@@ -172,34 +155,88 @@ def _limit_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def run_notebooks(sets: list[dict], out: Path, common: dict, meta: dict, jobs: int) -> list[dict]:
-    """Run every entry, ``jobs`` notebooks at a time (each in its own kernel with the cores split
-    between them; the costliest first, by the entries' optional ``cost``); records in ``sets``
-    order."""
-    records: list[dict | None] = [None] * len(sets)
-    start = time.perf_counter()
+# What a tiny training takes, in the notebooks' ``cost`` units (about a minute and a quarter of
+# one core each on the 2-core CPU): the scheduler's estimate, not a promise.
+TRAIN_COST = {"mae": 3.0, "mff": 3.0, "pixels": 1.0}
+DEFAULT_NEEDS = tuple(TINY_RUNS)  # the runs a notebook waits for unless its entry says `needs:`
 
-    def done(i: int, record: dict) -> None:  # one line per notebook, nothing else
-        records[i] = record
-        finished = sum(r is not None for r in records)
-        print(f"[figures] {finished}/{len(sets)} {record['name']}: {record['status']} "
-              f"({record['seconds']} s; {time.perf_counter() - start:.0f} s elapsed)", flush=True)
 
-    if jobs <= 1 or len(sets) <= 1:
-        for i, entry in enumerate(sets):
-            done(i, run_notebook(entry, out, common, meta))
-    else:
-        import concurrent.futures as cf
-        import multiprocessing
+@dataclasses.dataclass
+class Task:
+    """One unit of the batch: a tiny training or a notebook, run in a worker process."""
 
-        order = sorted(range(len(sets)), key=lambda i: -float(sets[i].get("cost", 1)))
-        with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_limit_threads,
-                                    initargs=(threads_per_job(jobs),)) as pool:
-            futures = {pool.submit(run_notebook, sets[i], out, common, meta): i for i in order}
-            for fut in cf.as_completed(futures):
-                done(futures[fut], fut.result())
-    return records  # type: ignore[return-value]
+    name: str
+    kind: str  # "train" | "notebook"
+    cost: float  # rough relative run time (figures.yaml's `cost`, TRAIN_COST)
+    needs: tuple[str, ...]  # tiny runs (keys of TINY_RUNS) that must be trained first
+    call: tuple  # (function, *args): what the worker runs
+    index: int = 0  # notebooks: position in figures.yaml
+
+    def run(self):
+        fn, *args = self.call
+        return fn(*args)
+
+
+def priorities(tasks: list[Task]) -> dict[str, float]:
+    """A task's cost plus the cost of every task that waits for it: trainings that unblock most
+    notebooks start first, then the costliest notebooks (critical-path list scheduling)."""
+    waiting = {t.name: sum(u.cost for u in tasks if t.kind == "train" and t.name in u.needs)
+               for t in tasks}
+    return {t.name: t.cost + waiting[t.name] for t in tasks}
+
+
+def run_tasks(tasks: list[Task], jobs: int, done) -> dict[str, tuple[float, float]]:
+    """Run ``tasks``, at most ``jobs`` at a time in worker processes (the cores split between
+    them), each as soon as the trainings it needs are done, by :func:`priorities`; ``done(task,
+    result)`` for each as it ends. Returns {name: (start, end)} seconds from the start. A failed
+    training starts nothing more and is raised once the running tasks end."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    rank = priorities(tasks)
+    pending = sorted(tasks, key=lambda t: -rank[t.name])
+    trained: set[str] = set()
+    times: dict[str, tuple[float, float]] = {}
+    start, failure = time.perf_counter(), None
+    pool = (cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_limit_threads, initargs=(threads_per_job(jobs),))
+            if jobs > 1 else None)
+    running: dict = {}
+    try:
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                task = next((t for t in pending if set(t.needs) <= trained), None)
+                if task is None:
+                    break
+                pending.remove(task)
+                began = time.perf_counter() - start
+                if pool is None:  # one at a time, in this process
+                    fut: cf.Future = cf.Future()
+                    try:
+                        fut.set_result(task.run())
+                    except Exception as e:  # noqa: BLE001 - handled below like a worker's
+                        fut.set_exception(e)
+                else:
+                    fut = pool.submit(task.run)
+                running[fut] = (task, began)
+            if not running:
+                break
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                task, began = running.pop(fut)
+                times[task.name] = (round(began, 1), round(time.perf_counter() - start, 1))
+                if fut.exception() is not None:
+                    failure = failure or fut.exception()
+                    continue
+                if task.kind == "train":
+                    trained.add(task.name)
+                done(task, fut.result())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise failure
+    return times
 
 
 @contextlib.contextmanager
@@ -219,9 +256,10 @@ def kernel_stderr_to(path: Path):
         os.close(saved)
 
 
-def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
-    """Execute one notebook into ``out/<name>/``; the record carries its provenance (parameters,
-    checkpoints with SHA-256, package versions, git commit, seconds) so each figure stands alone."""
+def run_notebook(entry: dict, out: Path, common: dict) -> dict:
+    """Execute one notebook into ``out/<name>/``; the record carries its parameters, status,
+    seconds and files (the batch adds checkpoints, versions and git commit, so that each figure
+    stands alone)."""
     import papermill as pm
 
     name = entry["name"]
@@ -229,9 +267,7 @@ def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     params = {**common, **entry.get("parameters", {}), "OUTPUT_DIR": str(folder)}
     record = {"name": name, "notebook": entry["notebook"], "parameters": params,
-              "executed": str((folder / entry["notebook"]).relative_to(out)),
-              "checkpoints": meta["checkpoints"], "versions": meta["versions"],
-              "git_commit": meta["git_commit"]}
+              "executed": str((folder / entry["notebook"]).relative_to(out))}
     start = time.perf_counter()
     try:
         with kernel_stderr_to(folder / "kernel-stderr.log"):
@@ -246,6 +282,41 @@ def run_notebook(entry: dict, out: Path, common: dict, meta: dict) -> dict:
     record["files"] = sorted(str(p.relative_to(out)) for p in folder.rglob("*")
                              if p.suffix in FIGURE_SUFFIXES + (".json",))
     return record
+
+
+def notebook_common(ckpts: dict[str, Path], sets: list[str]) -> dict:
+    """The parameters every notebook gets: the checkpoints, the run folders, ``--set`` values."""
+    common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
+              "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
+              "MFF_RUN_DIR": str(Path(ckpts["mff"]).resolve().parent),
+              "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent),
+              # None: no pixel-target model (external --mae/--mff without --pixels)
+              "PIXEL_CHECKPOINT": str(Path(ckpts["pixels"]).resolve()) if "pixels" in ckpts else None}
+    for item in sets:
+        key, _, value = item.partition("=")
+        common[key] = yaml.safe_load(value)
+    return common
+
+
+def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace, common: dict) -> list[Task]:
+    """The trainings still to do and every notebook; a notebook waits for the runs its entry
+    ``needs`` (default: every tiny run) among those trained here."""
+    tasks = [Task(n, "train", TRAIN_COST[n], (), (train_run, n, cmd, args.steps, args.train_arg))
+             for n, (_, cmd) in plans.items() if cmd is not None]
+    return tasks + [Task(e["name"], "notebook", float(e.get("cost", 1)),
+                         tuple(r for r in e.get("needs", DEFAULT_NEEDS) if r in plans),
+                         (run_notebook, e, args.out, common), i) for i, e in enumerate(sets)]
+
+
+def stage_times(times: dict[str, tuple[float, float]], trainings: dict[str, float],
+                records: list[dict], wall: float) -> dict:
+    """``manifest.json``'s ``stages``: each training's and notebook's seconds and its start / end
+    in the batch (seconds from the start; trainings and notebooks overlap), and the wall time."""
+    return {"trainings": {n: {"seconds": s, "start": times[n][0], "end": times[n][1]}
+                          for n, s in trainings.items()},
+            "notebooks": {r["name"]: {"seconds": r["seconds"], "start": times[r["name"]][0],
+                                      "end": times[r["name"]][1]} for r in records},
+            "trainings_and_notebooks_seconds": round(wall, 1)}
 
 
 # ----------------------------------------------------------------------------- gallery
@@ -557,31 +628,47 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         # a tiny pixel-target model beside external models would not be their like: the
         # reconstruction notebook then skips its pixel-target figure unless --pixels is given
         missing.remove("pixels")
-    # batches sharing --runs take turns to (re)train there
+    # batches sharing --runs take turns to (re)train there and to read what they trained
     runs_lock = (file_lock(args.runs / ".lock", holder="another make_figures run") if missing
                  else contextlib.nullcontext())
     with runs_lock:
-        ckpts = {**given, **ensure_runs(missing, args.runs, args.steps, args.train_arg, args.jobs)}
+        plans = {n: plan_run(n, args.runs, args.steps, args.train_arg) for n in missing}
+        ckpts = {**given, **{n: ckpt for n, (ckpt, _) in plans.items()}}
         ckpts = {k: ckpts[k] for k in TINY_RUNS if k in ckpts}
-    train_seconds = round(time.perf_counter() - t0, 1)
-    common = {"MAE_CHECKPOINT": str(Path(ckpts["mae"]).resolve()),
-              "MFF_CHECKPOINT": str(Path(ckpts["mff"]).resolve()),
-              "MFF_RUN_DIR": str(Path(ckpts["mff"]).resolve().parent),
-              "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent),
-              # None: no pixel-target model (external --mae/--mff without --pixels)
-              "PIXEL_CHECKPOINT": str(Path(ckpts["pixels"]).resolve()) if "pixels" in ckpts else None}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        common[key] = yaml.safe_load(value)
+        common = notebook_common(ckpts, args.set)
+        args.out.mkdir(parents=True, exist_ok=True)
+        tasks = batch_tasks(plans, sets, args, common)
+        records: list[dict | None] = [None] * len(sets)
+        trainings: dict[str, float] = {}
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"git_commit": git_commit(), "versions": versions(), "train_seconds": train_seconds,
+        def done(task: Task, result: dict) -> None:  # one line per training / notebook
+            elapsed = time.perf_counter() - t0
+            if task.kind == "train":
+                trainings[task.name] = result["seconds"]
+                print(f"[figures] trained {task.name}: ok ({result['seconds']} s; "
+                      f"{elapsed:.0f} s elapsed)", flush=True)
+                return
+            records[task.index] = result
+            finished = sum(r is not None for r in records)
+            print(f"[figures] {finished}/{len(sets)} {result['name']}: {result['status']} "
+                  f"({result['seconds']} s; {elapsed:.0f} s elapsed)", flush=True)
+
+        times = run_tasks(tasks, args.jobs, done)
+    meta = {"git_commit": git_commit(), "versions": versions(),
             "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()}}
-    records = run_notebooks(sets, args.out, common, meta, args.jobs)
-    manifest = {**meta, "figures": records}
-    atomic_write_text(args.out / "manifest.json", json.dumps(manifest, indent=2))
+    for r in records:  # the batch's provenance in every record
+        r.update(checkpoints=meta["checkpoints"], versions=meta["versions"],
+                 git_commit=meta["git_commit"])
+    trained_by = max((times[n][1] for n in trainings), default=0.0)
+    meta["train_seconds"] = trained_by  # when the last training ended (notebooks overlap it)
+    meta["stages"] = stage_times(times, trainings, records, time.perf_counter() - t0)
+    t_gallery = time.perf_counter()
     write_index(args.out, records, meta)
     write_findings(args.out, records)
+    meta["stages"]["gallery_seconds"] = round(time.perf_counter() - t_gallery, 1)
+    meta["stages"]["total_seconds"] = round(time.perf_counter() - t0, 1)
+    manifest = {**meta, "figures": records}
+    atomic_write_text(args.out / "manifest.json", json.dumps(manifest, indent=2))
     failed = [r["name"] for r in records if r["status"] != "ok"]
     print(f"[figures] gallery: {args.out / 'index.html'}  findings: {args.out / 'findings.md'}")
     if failed:

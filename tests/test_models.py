@@ -10,7 +10,7 @@ import torch
 from workbench import build_model, model_config
 from workbench.config import MASK_STRATEGIES, MODEL_KINDS, default_fuse_layers
 from workbench.models import MaskedAutoencoder, MFFMaskedAutoencoder, mask_patches, num_kept
-from workbench.models.masking import bayer_matrix
+from workbench.models.masking import bayer_matrix, seeded_masks, seeded_uniform
 from workbench.models.pos_embed import sincos_2d
 from workbench.registry import Registry
 
@@ -55,6 +55,43 @@ def test_random_masking_is_seeded_and_varies_per_sample():
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert not torch.equal(a[0], a[1])
+
+
+def splitmix64_stream(seed: int, n: int) -> list[float]:
+    """The reference: splitmix64 (Steele, Lea & Flood 2014) in Python integers, 53-bit floats."""
+    full, out, x = (1 << 64) - 1, [], seed & ((1 << 64) - 1)
+    for _ in range(n):
+        x = (x + 0x9E3779B97F4A7C15) & full
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & full
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & full
+        out.append(((z ^ (z >> 31)) >> 11) / 2.0 ** 53)
+    return out
+
+
+def test_seeded_uniform_is_splitmix64_per_row():
+    seeds = [0, 1, 12345, 2**62 + 7, 2**63 - 1]
+    u = seeded_uniform(torch.tensor(seeds), 70)
+    assert u.dtype == torch.float64 and u.shape == (5, 70)
+    for row, seed in zip(u, seeds):
+        assert row.tolist() == splitmix64_stream(seed, 70)
+
+
+@pytest.mark.parametrize("strategy", ["random", "block", "grid"])
+def test_seeded_masks_depend_on_each_sample_seed_only(strategy):
+    seeds = [5, 17, 2**40 + 3, 9, 5]
+    whole = seeded_masks(seeds, 8, 0.75, strategy)
+    parts = [seeded_masks(seeds[i:j], 8, 0.75, strategy) for i, j in ((0, 2), (2, 3), (3, 5))]
+    for f in ("ids_keep", "ids_restore", "mask"):
+        assert torch.equal(getattr(whole, f), torch.cat([getattr(m, f) for m in parts]))
+    assert torch.all(whole.mask.sum(1) == 48)
+    assert torch.equal(whole.mask[0], whole.mask[4])  # same seed, same mask
+    if strategy != "grid":
+        assert not torch.equal(whole.mask[0], whole.mask[1])
+    if strategy == "random":  # the kept patches are the 16 lowest of the seed's stream
+        for b, seed in enumerate(seeds):
+            lowest = np.argsort(splitmix64_stream(seed, 64))[:16]
+            assert whole.ids_keep[b].tolist() == sorted(lowest.tolist())
+    assert torch.all(seeded_masks(seeds, 8, 0.0, strategy).mask == 0)
 
 
 def test_grid_masking_at_75_keeps_one_patch_per_2x2():

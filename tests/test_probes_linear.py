@@ -6,7 +6,10 @@ import torch
 
 from workbench import build_model
 from workbench.checkpoints import load_checkpoint
-from workbench.probes import extract_features, knn_probe, linear_probe, probe_scores
+import numpy as np
+
+from workbench.probes import (extract_features, knn_probe, linear_probe, probe_correct,
+                             probe_results, probe_scores)
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -45,6 +48,18 @@ def test_probe_scores_are_the_notebook_comparison(model):
     assert scores == {"linear cls": linear_probe(model, train, test, pool="cls"),
                       "linear mean": linear_probe(model, train, test, pool="mean"),
                       "kNN cls": knn_probe(model, train, test, pool="cls")}
+
+
+def test_probe_results_are_each_probe_on_its_own(model):
+    """One forward pass for every probe gives the per-image answers of each probe run alone."""
+    train, test = coloured(64, 0), coloured(32, 1)
+    results = probe_results(model, train, test, seed=3)
+    assert set(results) == {"linear cls", "linear mean", "kNN cls"}
+    assert np.array_equal(results["linear cls"], probe_correct(model, train, test, seed=3))
+    assert np.array_equal(results["linear mean"],
+                          probe_correct(model, train, test, pool="mean", seed=3))
+    assert results["kNN cls"].mean() == knn_probe(model, train, test, pool="cls")
+    assert all(r.shape == (32,) and r.dtype == bool for r in results.values())
 
 
 def test_random_labels_are_at_chance(model):

@@ -621,10 +621,9 @@ def test_notebook_reports_a_half_written_checkpoint(tmp_path):
     mff.write_bytes(data[: len(data) // 2])
     common = {"MAE_CHECKPOINT": str(mae), "MFF_CHECKPOINT": str(mff),
               "MAE_RUN_DIR": str(tmp_path), "MFF_RUN_DIR": str(tmp_path)}
-    meta = {"checkpoints": {}, "versions": {}, "git_commit": None}
     record = make_figures.run_notebook({"name": "masks", "notebook": "mask_sampling.ipynb",
                                         "parameters": {"N_IMAGES": 1}},
-                                       tmp_path / "figures", common, meta)
+                                       tmp_path / "figures", common)
     assert record["status"] == "failed"
     assert "CheckpointError" in record["error"] and "truncated or corrupt" in record["error"]
     assert str(mff) in record["error"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -97,6 +98,55 @@ def masking_from_scores(scores: torch.Tensor, len_keep: int) -> Masking:
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, 1, ids_restore)  # [B, N] back in patch order
     return Masking(ids_keep=ids_keep, ids_restore=ids_restore, mask=mask)
+
+
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment
+
+
+def _signed(x: int) -> int:
+    """A 64-bit pattern as the int64 value with the same bits."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shift_right(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` keeps the sign)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's output function on int64 bit patterns, elementwise (wrapping arithmetic)."""
+    x = (x ^ _shift_right(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift_right(x, 27)) * _signed(0x94D049BB133111EB)
+    return x ^ _shift_right(x, 31)
+
+
+def seeded_uniform(seeds: torch.Tensor, n: int) -> torch.Tensor:
+    """[B] int64 seeds -> [B, n] float64 in [0, 1): row b is the first ``n`` outputs of the
+    splitmix64 stream seeded with ``seeds[b]`` (53 bits each). One batched call on the seeds'
+    device, and each row depends on its own seed only (not on the batch it is drawn in)."""
+    steps = (torch.arange(1, n + 1, device=seeds.device, dtype=torch.int64)
+             * _signed(_GOLDEN))  # [n], wrapping
+    bits = splitmix64(seeds.to(torch.int64)[:, None] + steps)  # [B, n]
+    return _shift_right(bits, 11).to(torch.float64) * 2.0 ** -53
+
+
+def seeded_masks(seeds: torch.Tensor | Sequence[int], grid: int, mask_ratio: float,
+                 strategy: str = "random", device: torch.device | str | None = None) -> Masking:
+    """One mask per sample, each a function of its own seed only, so a batch's masks do not
+    depend on how it is split (micro-batches, ranks) or on any global generator. ``"random"``
+    draws all scores in one batched call on ``device`` (:func:`seeded_uniform`); other strategies
+    use one ``torch.Generator`` per sample on the host."""
+    n = grid * grid
+    if strategy == "random":
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
+        len_keep = num_kept(n, mask_ratio)
+        if len_keep == n:
+            return mask_patches(seeds.numel(), grid, mask_ratio, strategy, device=device)
+        return masking_from_scores(seeded_uniform(seeds, n), len_keep)
+    parts = [mask_patches(1, grid, mask_ratio, strategy, torch.Generator().manual_seed(int(s)))
+             for s in seeds]
+    return Masking(*(torch.cat([getattr(m, f) for m in parts]).to(device)
+                     for f in ("ids_keep", "ids_restore", "mask")))
 
 
 def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "random",

@@ -10,7 +10,8 @@ dicts), never a figure; ``workbench.plots`` draws them.
   eigenvalue density by stochastic Lanczos quadrature; :func:`compare_curvature` for several
   models on the same batches and masks
 * :func:`loss_landscape`, :func:`compare_landscapes` -- filter-normalised 1-D / 2-D loss slices
-* :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores` -- frozen-feature accuracy
+* :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores`, :func:`probe_results` --
+  frozen-feature accuracy (per image right or wrong)
 * :func:`layer_probes` -- linear and kNN accuracy of every block (cls and mean-pooled)
 * :func:`linear_cka`, :func:`cka_matrix` -- representation similarity between layers / models
 * :func:`attention_maps`, :func:`attention_statistics` -- attention distance, entropy, NMI
@@ -27,7 +28,8 @@ from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectr
                       top_hessian_eigenvalues)
 from .landscape import (LossLandscape, compare_landscapes, filter_normalized_direction,
                         loss_landscape)
-from .linear import extract_features, knn_probe, linear_probe, probe_correct, probe_scores
+from .linear import (extract_features, knn_probe, linear_probe, pooled_features, probe_correct,
+                     probe_results, probe_scores)
 from .reconstruction import Reconstruction, reconstruct, to_display, unnormalize_patches
 from .cka import cka_matrix, layer_features, linear_cka
 from .attention import (AttentionStatistics, attention_distance, attention_entropy,
@@ -46,7 +48,8 @@ __all__ = [
     "hessian_trace", "TraceEstimate", "hessian_density", "SpectralDensity", "smooth_spectrum",
     "compare_curvature", "mae_loss_fn",
     "loss_landscape", "LossLandscape", "compare_landscapes", "filter_normalized_direction",
-    "linear_probe", "knn_probe", "probe_scores", "probe_correct", "extract_features",
+    "linear_probe", "knn_probe", "probe_scores", "probe_correct", "probe_results", "extract_features",
+    "pooled_features",
     "linear_cka", "cka_matrix", "layer_features",
     "attention_maps", "attention_distance", "attention_entropy", "attention_nmi",
     "patch_conditional", "patch_distances", "attention_statistics", "AttentionStatistics",

@@ -30,13 +30,16 @@ def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def extract_features(model, data, pool: str = "cls", batch_size: int = 256
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen features -> (X [n, D] float32, y [n]); eval mode, no grad (mode restored)."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+def pooled_features(model, data, pools: tuple[str, ...] = POOLS, batch_size: int = 256
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Frozen features of every pool in ``pools`` from one forward pass per batch ->
+    ({pool: X [n, D] float32}, y [n]); eval mode, no grad (mode restored)."""
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown or not pools:
+        raise ValueError(f"pool must be one of {POOLS}, got {unknown[0] if unknown else pools!r}")
     device = next(model.parameters()).device
-    xs, ys = [], []
+    xs: dict[str, list[np.ndarray]] = {p: [] for p in pools}
+    ys = []
     with eval_mode(model):
         for imgs, labels in _batches(data):
             labels = torch.as_tensor(labels)
@@ -44,11 +47,19 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
                 raise ValueError(f"{imgs.shape[0]} images but {labels.shape[0]} labels")
             for s in range(0, imgs.shape[0], batch_size):
                 tokens = model.encode(imgs[s:s + batch_size].to(device), mask_ratio=0.0)
-                xs.append(pool_tokens(tokens, pool).float().cpu().numpy())  # [b, D]
+                for p in pools:
+                    xs[p].append(pool_tokens(tokens, p).float().cpu().numpy())  # [b, D]
             ys.append(labels.cpu().numpy())
-    if not xs:
+    if not ys:
         raise ValueError("no images given")
-    return np.concatenate(xs), np.concatenate(ys)
+    return {p: np.concatenate(x) for p, x in xs.items()}, np.concatenate(ys)
+
+
+def extract_features(model, data, pool: str = "cls", batch_size: int = 256
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen features -> (X [n, D] float32, y [n]); eval mode, no grad (mode restored)."""
+    xs, y = pooled_features(model, data, (pool,), batch_size)
+    return xs[pool], y
 
 
 PROBE_CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried by cross-validation
@@ -92,9 +103,13 @@ def linear_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.n
     return float(np.mean(linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte))
 
 
-def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
-                 k: int = 20) -> float:
-    """Test accuracy of a cosine k-nearest-neighbour vote; ``k`` capped at the training size."""
+KNN_K = 20  # neighbours of the kNN vote
+
+
+def knn_predictions(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, k: int = KNN_K
+                    ) -> np.ndarray:
+    """Predicted labels [n_test] of a cosine k-nearest-neighbour vote (uniform weights,
+    scikit-learn); ``k`` capped at the training size."""
     from sklearn.neighbors import KNeighborsClassifier
 
     if int(k) < 1:
@@ -102,7 +117,13 @@ def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndar
     knn = KNeighborsClassifier(n_neighbors=min(int(k), len(ytr)), metric="cosine",
                                algorithm="brute")
     knn.fit(xtr, ytr)
-    return float(knn.score(xte, yte))
+    return knn.predict(xte)
+
+
+def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+                 k: int = KNN_K) -> float:
+    """Test accuracy of :func:`knn_predictions`."""
+    return float(np.mean(knn_predictions(xtr, ytr, xte, k) == yte))
 
 
 def weighted_knn_predictions(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor,
@@ -143,19 +164,24 @@ def probe_correct(model, train, test, pool: str = "cls", C: float | str = "cv",
     return linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte
 
 
-def knn_probe(model, train, test, k: int = 20, pool: str = "cls", batch_size: int = 256) -> float:
+def knn_probe(model, train, test, k: int = KNN_K, pool: str = "cls", batch_size: int = 256) -> float:
     """Test accuracy in [0, 1] of a k-nearest-neighbour vote (cosine distance, uniform weights,
     scikit-learn) over frozen features of ``train``; ``k`` is capped at the training-set size."""
     return knn_accuracy(*_features(model, train, test, pool, batch_size), k)
 
 
+def probe_results(model, train, test, seed: int = 0) -> dict[str, np.ndarray]:
+    """The frozen-feature comparison of the linear-probe notebook, per test image right or
+    wrong ([n_test] bool each): a linear probe on the cls token (``"linear cls"``, the same
+    predictions as :func:`probe_correct` with this seed) and on mean-pooled patch tokens
+    (``"linear mean"``), and a kNN vote on the cls token (``"kNN cls"``). One forward pass per
+    image serves all three."""
+    (xtr, ytr), (xte, yte) = (pooled_features(model, d) for d in (train, test))
+    return {"linear cls": linear_predictions(xtr["cls"], ytr, xte["cls"], seed=seed) == yte,
+            "linear mean": linear_predictions(xtr["mean"], ytr, xte["mean"], seed=seed) == yte,
+            "kNN cls": knn_predictions(xtr["cls"], ytr, xte["cls"]) == yte}
+
+
 def probe_scores(model, train, test, seed: int = 0) -> dict[str, float]:
-    """The frozen-feature comparison of the linear-probe notebook: accuracy in [0, 1] of a linear
-    probe on the cls token (``"linear cls"``) and on mean-pooled patch tokens (``"linear
-    mean"``), and of a kNN vote on the cls token (``"kNN cls"``). The cls features are extracted
-    once for both classifiers."""
-    cls = _features(model, train, test, "cls", 256)
-    mean = _features(model, train, test, "mean", 256)
-    return {"linear cls": linear_accuracy(*cls, seed=seed),
-            "linear mean": linear_accuracy(*mean, seed=seed),
-            "kNN cls": knn_accuracy(*cls)}
+    """Accuracy in [0, 1] of each of :func:`probe_results`' probes."""
+    return {name: float(c.mean()) for name, c in probe_results(model, train, test, seed).items()}

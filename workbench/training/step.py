@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..models import MaskedAutoencoder, model_from_config
-from ..models.masking import Masking, mask_patches
+from ..models.masking import Masking, seeded_masks
 from .distributed import Dist
 from .rng import seed_everything
 from .schedule import lr_at, param_groups, peak_lr
@@ -41,11 +41,9 @@ def pick_precision(precision: str, device: torch.device) -> str:
 
 def masks_for(seeds: Sequence[int], grid: int, ratio: float, strategy: str,
               device: torch.device) -> Masking:
-    """One mask per sample, each drawn from its own seed: independent of batch split."""
-    parts = [mask_patches(1, grid, ratio, strategy, torch.Generator().manual_seed(s))
-             for s in seeds]
-    return Masking(*(torch.cat([getattr(m, f) for m in parts]).to(device)
-                     for f in ("ids_keep", "ids_restore", "mask")))
+    """One mask per sample, each drawn from its own seed: independent of batch split; the
+    default random masks in one batched call on ``device`` (:func:`seeded_masks`)."""
+    return seeded_masks(seeds, grid, ratio, strategy, device)
 
 
 @dataclass
@@ -103,13 +101,13 @@ class TrainState:
 
 def build_train_state(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device,
                       precision: str) -> TrainState:
-    """A fresh model (initialised from ``cfg.seed``), AdamW over :func:`param_groups` (fused on a
-    GPU), the warmup + cosine schedule and a gradient scaler (enabled for fp16). ``cfg`` must be
+    """A fresh model (initialised from ``cfg.seed``), AdamW over :func:`param_groups` (the fused
+    implementation, on the CPU too), the warmup + cosine schedule and a gradient scaler (enabled for fp16). ``cfg`` must be
     resolved (:func:`workbench.training.resolve`). Seeds the global generators."""
     seed_everything(cfg.seed)
     model = model_from_config(mcfg).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr(cfg),
-                            betas=cfg.betas, fused=device.type == "cuda")
+                            betas=cfg.betas, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / peak_lr(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return TrainState(model, opt, sched, scaler, device, precision, cfg.accum_steps,
