@@ -91,11 +91,13 @@ def timed(f, n: int = 30) -> float:
 def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
     """Where one update's milliseconds go (median ms per part, all models together): the model
     forwards alone (already in eval, no grad), the eval-mode switch, the un-normalisation with
-    visible-patch statistics, the whole of ``reconstruct``, composing, PNG encoding."""
+    visible-patch statistics, the whole of ``reconstruct`` (one model after the other, and the
+    explorer's one thread per model), composing, PNG encoding."""
     from workbench.models import eval_mode
     from workbench.probes.reconstruction import unnormalize_patches
 
     x, scale = imgs[:1], max(1, 160 // imgs.shape[-1])
+    explorer = ReconstructionExplorer(models, x, mask_ratio=ratio, seed=0)
     with torch.no_grad():
         outs = {n: m(x, mask_ratio=ratio, seed=0) for n, m in models.items()}
     res = {n: reconstruct(m, x, ratio) for n, m in models.items()}
@@ -118,6 +120,7 @@ def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
     parts = {"model forwards": forwards, "eval-mode switch": switch,
              "un-normalise (visible stats)": unnormalise,
              "reconstruct() total": lambda: [reconstruct(m, x, ratio) for m in models.values()],
+             "reconstruct(), models in threads (the explorer's)": explorer.reconstruct_all,
              "compose_rows": lambda: compose_rows(res, 0, scale),
              "png_bytes": lambda: png_bytes(pic)}
     return {name: round(timed(f), 3) for name, f in parts.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -123,3 +124,44 @@ def test_write_findings_renders_html_tables(tmp_path, with_claims):
         assert "<img src='forest.png'" in page and (tmp_path / "forest.png").exists()
     else:
         assert page.count("<tr>") == 1 and "forest.png" not in page
+
+
+# ----------------------------------------------------------------------------- the batch's pool
+def _task(name: str, kind: str, cost: float, needs=(), call=(time.sleep, 0)) -> "make_figures.Task":
+    return make_figures.Task(name, kind, cost, tuple(needs), call)
+
+
+def test_trainings_that_unblock_most_start_first_and_notebooks_wait_for_theirs():
+    tasks = [_task("small", "notebook", 2), _task("b", "train", 1),
+             _task("needs a", "notebook", 5, ["a"]), _task("a", "train", 1),
+             _task("needs both", "notebook", 1, ["a", "b"])]
+    assert make_figures.priorities(tasks) == {"small": 2, "b": 2, "needs a": 5, "a": 7,
+                                              "needs both": 1}
+    order = []
+    times = make_figures.run_tasks(tasks, 1, lambda t, result: order.append(t.name))
+    assert order == ["a", "needs a", "small", "b", "needs both"]
+    assert set(times) == {t.name for t in tasks}
+    assert times["needs both"][0] >= max(times["a"][1], times["b"][1])
+
+
+def test_two_jobs_overlap_and_a_notebook_starts_when_its_training_ends():
+    tasks = [_task("a", "train", 3, call=(time.sleep, 1.0)),
+             _task("free", "notebook", 2, call=(time.sleep, 1.0)),
+             _task("needs a", "notebook", 1, ["a"], call=(time.sleep, 0.1))]
+    done = []
+    times = make_figures.run_tasks(tasks, 2, lambda t, result: done.append(t.name))
+    assert times["free"][0] < times["a"][1] and times["a"][0] < times["free"][1]  # side by side
+    assert times["needs a"][0] >= times["a"][1]
+    assert sorted(done) == ["a", "free", "needs a"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_training_starts_nothing_more_and_is_raised(jobs):
+    tasks = [_task("a", "train", 9, call=(int, "not a number")),
+             _task("needs a", "notebook", 5, ["a"]), _task("later", "notebook", 0.5)]
+    done = []
+    with pytest.raises(ValueError, match="not a number"):
+        make_figures.run_tasks(tasks, jobs, lambda t, result: done.append(t.name))
+    assert "needs a" not in done
+    if jobs == 1:  # one at a time: nothing starts after the failure
+        assert done == []

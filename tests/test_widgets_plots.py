@@ -161,6 +161,23 @@ def test_explorer_shows_the_reference_pixels_and_keeps_model_modes(models, imgs)
         mff.eval()
 
 
+def test_models_reconstruct_side_by_side_only_when_distinct(models, imgs, monkeypatch):
+    """One thread per model where there are cores; the same model twice is not run at once (each
+    call switches its modes), and either way each model's result is its own reconstruction."""
+    import workbench.widgets as widgets
+
+    monkeypatch.setattr(widgets.os, "cpu_count", lambda: 2)
+    side_by_side = ReconstructionExplorer(models, imgs, mask_ratio=0.5, seed=1)
+    assert side_by_side._pool is not None
+    twice = ReconstructionExplorer({"a": models["MAE"], "b": models["MAE"]}, imgs,
+                                   mask_ratio=0.5, seed=1)
+    assert twice._pool is None
+    assert torch.equal(twice.results["a"].pasted, twice.results["b"].pasted)
+    assert torch.equal(side_by_side.results["MAE"].pasted, twice.results["a"].pasted)
+    monkeypatch.setattr(widgets.os, "cpu_count", lambda: 1)
+    assert ReconstructionExplorer(models, imgs)._pool is None
+
+
 def test_latency_leaves_the_slider_where_it_was(models, imgs):
     app = ReconstructionExplorer(models, imgs, mask_ratio=0.75)
     shown = app.image.value

@@ -5,8 +5,10 @@ and notebooks can check what a control change did without a browser.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import ipywidgets as W
@@ -58,14 +60,28 @@ class ReconstructionExplorer:
         self.results: dict = {}
         self.masked_count = 0
         self.last_ms = 0.0
+        # one thread per model when there are cores for them (torch releases the GIL inside
+        # its kernels, so the models' forwards overlap); the same model twice stays sequential,
+        # as it is switched to eval mode and back by each call
+        distinct = len({id(m) for m in self.models.values()}) == len(self.models)
+        self._pool = (ThreadPoolExecutor(len(self.models), thread_name_prefix="explorer")
+                      if len(self.models) > 1 and distinct and (os.cpu_count() or 1) > 1
+                      else None)
         self.update()
+
+    def reconstruct_all(self) -> dict:
+        """Every model's reconstruction of the current image, mask ratio, strategy and seed."""
+        args = (self.imgs[self.index.value:self.index.value + 1], self.ratio.value,
+                self.strategy.value, self.seed.value)
+        if self._pool is None:
+            return {name: reconstruct(m, *args) for name, m in self.models.items()}
+        futures = {name: self._pool.submit(reconstruct, m, *args)
+                   for name, m in self.models.items()}
+        return {name: f.result() for name, f in futures.items()}
 
     def update(self, *_):
         start = time.perf_counter()
-        i = self.index.value
-        self.results = {name: reconstruct(m, self.imgs[i:i + 1], self.ratio.value,
-                                          self.strategy.value, self.seed.value)
-                        for name, m in self.models.items()}
+        self.results = self.reconstruct_all()
         self.image.value = png_bytes(compose_rows(self.results, 0, self.scale))
         first = next(iter(self.results.values()))
         self.masked_count = int(first.mask.sum())

@@ -14,6 +14,10 @@ import torch
 from ..models import eval_mode
 
 POOLS = ("cls", "mean")
+# images per forward pass when extracting features: on a CPU the tiny encoder ran 1.5x faster at
+# 64 than at 256 (its activations stay in cache), and the features are the same
+FEATURE_BATCH = 64
+KNN_K = 20  # neighbours of a kNN vote (uniform here; DINO-weighted in the monitor and layer probes)
 
 
 def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
@@ -30,8 +34,8 @@ def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def pooled_features(model, data, pools: tuple[str, ...] = POOLS, batch_size: int = 256
-                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def pooled_features(model, data, pools: tuple[str, ...] = POOLS,
+                    batch_size: int = FEATURE_BATCH) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Frozen features of every pool in ``pools`` from one forward pass per batch ->
     ({pool: X [n, D] float32}, y [n]); eval mode, no grad (mode restored)."""
     unknown = [p for p in pools if p not in POOLS]
@@ -55,7 +59,7 @@ def pooled_features(model, data, pools: tuple[str, ...] = POOLS, batch_size: int
     return {p: np.concatenate(x) for p, x in xs.items()}, np.concatenate(ys)
 
 
-def extract_features(model, data, pool: str = "cls", batch_size: int = 256
+def extract_features(model, data, pool: str = "cls", batch_size: int = FEATURE_BATCH
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Frozen features -> (X [n, D] float32, y [n]); eval mode, no grad (mode restored)."""
     xs, y = pooled_features(model, data, (pool,), batch_size)
@@ -63,6 +67,9 @@ def extract_features(model, data, pool: str = "cls", batch_size: int = 256
 
 
 PROBE_CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried by cross-validation
+# Newton-CG minimises the same objective as scikit-learn's default L-BFGS; on probe-sized problems
+# (hundreds of images, 192-D) it needed 2-3x less time, with the same predictions and C
+SOLVER = "newton-cg"
 CV_FOLDS = 5
 
 
@@ -86,10 +93,10 @@ def linear_predictions(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
                              f"smallest class has {int(counts.min())} (pass a number as C)")
         clf = LogisticRegressionCV(Cs=list(PROBE_CS), l1_ratios=(0.0,), scoring="accuracy",
                                    cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                   max_iter=max_iter, random_state=seed,
+                                   max_iter=max_iter, random_state=seed, solver=SOLVER,
                                    use_legacy_attributes=False)
     elif isinstance(C, (int, float)) and C > 0:
-        clf = LogisticRegression(C=float(C), max_iter=max_iter, random_state=seed)
+        clf = LogisticRegression(C=float(C), max_iter=max_iter, random_state=seed, solver=SOLVER)
     else:
         raise ValueError(f"C must be 'cv' or a positive number, got {C!r}")
     model = make_pipeline(StandardScaler(), clf)
@@ -101,9 +108,6 @@ def linear_accuracy(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.n
                     C: float | str = "cv", max_iter: int = 1000, seed: int = 0) -> float:
     """Test accuracy of :func:`linear_predictions` on features [n, D]."""
     return float(np.mean(linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte))
-
-
-KNN_K = 20  # neighbours of the kNN vote
 
 
 def knn_predictions(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, k: int = KNN_K
@@ -148,7 +152,7 @@ def _features(model, train, test, pool: str, batch_size: int):
 
 
 def linear_probe(model, train, test, pool: str = "cls", C: float | str = "cv",
-                 max_iter: int = 1000, batch_size: int = 256, seed: int = 0) -> float:
+                 max_iter: int = 1000, batch_size: int = FEATURE_BATCH, seed: int = 0) -> float:
     """Test accuracy in [0, 1] of a multinomial logistic regression (scikit-learn; L2 strength
     ``1/C``, chosen by cross-validation by default) trained on standardised frozen features of
     ``train``. ``train`` / ``test``: an (imgs, labels) pair of tensors or an iterable of such
@@ -157,14 +161,15 @@ def linear_probe(model, train, test, pool: str = "cls", C: float | str = "cv",
 
 
 def probe_correct(model, train, test, pool: str = "cls", C: float | str = "cv",
-                  max_iter: int = 1000, batch_size: int = 256, seed: int = 0) -> np.ndarray:
+                  max_iter: int = 1000, batch_size: int = FEATURE_BATCH, seed: int = 0) -> np.ndarray:
     """Per test image, whether :func:`linear_probe`'s classifier gets it right ([n_test] bool):
     the paired data for comparing two models on the same test images."""
     xtr, ytr, xte, yte = _features(model, train, test, pool, batch_size)
     return linear_predictions(xtr, ytr, xte, C, max_iter, seed) == yte
 
 
-def knn_probe(model, train, test, k: int = KNN_K, pool: str = "cls", batch_size: int = 256) -> float:
+def knn_probe(model, train, test, k: int = KNN_K, pool: str = "cls",
+              batch_size: int = FEATURE_BATCH) -> float:
     """Test accuracy in [0, 1] of a k-nearest-neighbour vote (cosine distance, uniform weights,
     scikit-learn) over frozen features of ``train``; ``k`` is capped at the training-set size."""
     return knn_accuracy(*_features(model, train, test, pool, batch_size), k)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from ..data import BUILTIN_SETS, fixed_batch
-from ..probes.linear import extract_features, weighted_knn_predictions
+from ..probes.linear import FEATURE_BATCH, KNN_K, extract_features, weighted_knn_predictions
 
-KNN_K, KNN_TEMPERATURE = 20, 0.07
+KNN_TEMPERATURE = 0.07  # DINO's
 
 
 @dataclass
@@ -25,7 +25,7 @@ class KnnMonitor:
     bank_labels: torch.Tensor  # [n]
     queries: torch.Tensor  # [m, 3, S, S] held-out images
     query_labels: torch.Tensor  # [m]
-    batch_size: int = 256
+    batch_size: int = FEATURE_BATCH  # images per forward pass
 
     def features(self, model, imgs: torch.Tensor) -> torch.Tensor:
         """cls features [n, D] of ``imgs`` (``probes.extract_features``: mask ratio 0, eval mode
