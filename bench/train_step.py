@@ -13,7 +13,7 @@ masks, AdamW over ``param_groups``, fused on CUDA, the schedule, the scaler, aut
     python bench/train_step.py                # CPU tiny (batch 64, fp32); + vit-b bf16 on CUDA
     python bench/train_step.py --rounds 3     # quicker, noisier
 
-``ratio`` = our MAE images/s ÷ lightly's, CPU tiny (goal ≥ 1.0); on a GPU ``ratio_gpu`` = the
+``ratio`` = our MAE images/s ÷ lightly's, CPU tiny (goal ≥ 1.25, issue 19); on a GPU ``ratio_gpu`` = the
 best of ours (eager or compiled) ÷ lightly eager, vit-b bf16 batch 256 (goal ≥ 1.3).
 """
 from __future__ import annotations
@@ -119,8 +119,9 @@ class Stepper:
 
 class Ours(Stepper):
     """The product's own step: ``workbench.training.train_step`` on a state that
-    ``build_train_state`` makes exactly as a run does (AdamW over ``param_groups``, fused on CUDA,
-    the schedule, the scaler, per-sample seeded masks, autocast), with the preset's defaults."""
+    ``build_train_state`` makes exactly as a run does (fused AdamW over ``param_groups``, the
+    schedule, the scaler, per-sample seeded masks in one batched call, autocast), with the
+    preset's defaults."""
 
     def __init__(self, kind, preset, device, batch, bf16=False, compile_model=False):
         cfg = resolve(TrainConfig(kind=kind, preset=preset, batch_size=batch, device=device.type,
@@ -196,6 +197,31 @@ def section(label, steppers, steps, rounds, warmup, batch, preset, precision):
                 rounds=rounds, warmup_rounds=warmup, results=rows)
 
 
+def profile_ops(stepper: Stepper, steps: int = 3, top: int = 12) -> dict:
+    """Where one stepper's step time goes (torch profiler, self CPU time of each op over
+    ``steps`` steps after one warm-up step): the ``top`` ops' shares, and the matmuls' share."""
+    stepper.run(1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        stepper.run(steps)
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm",
+                                                                  "aten::bmm"))
+    return {"self_cpu_ms_per_step": round(total / 1e3 / steps, 1),
+            "matmul_share": round(matmul / total, 3),
+            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3),
+                         "calls_per_step": e.count / steps} for e in ops[:top]]}
+
+
+def compiled_cpu(kind: str, batch: int) -> tuple[Stepper, float]:
+    """Our step with ``torch.compile`` on the CPU, compiled (3 steps) before it is timed; returns
+    it and the seconds the first steps took (compile included; a warm on-disk cache shortens it)."""
+    t = time.perf_counter()
+    s = Ours(kind, "tiny", torch.device("cpu"), batch, compile_model=True)
+    s.run(3)
+    return s, round(time.perf_counter() - t, 1)
+
+
 CPU_PRESETS = {"tiny": 64, "vit-s": 8, "vit-b": 8, "vit-l": 4}  # preset -> batch
 
 
@@ -223,6 +249,9 @@ def main() -> None:
     ap.add_argument("--gpu-preset", default="vit-b")
     ap.add_argument("--no-gpu", action="store_true", help="skip the CUDA section")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--compile-cpu", action="store_true",
+                    help="also time our MAE step under torch.compile on the CPU (compiles first)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-op profiles")
     ap.add_argument("--presets", action="store_true",
                     help="only our images/s per preset on the CPU (bench/results/train_step_presets.json)")
     args = ap.parse_args()
@@ -238,15 +267,26 @@ def main() -> None:
     res = {"definition": "images/s of forward + masked-patch MSE + backward + AdamW step on a "
                          "fixed synthetic batch; median over interleaved rounds; ratio = our "
                          "MAE ÷ lightly MAE (CPU tiny)"}
-    sec = section("CPU", [Ours("mae", "tiny", cpu, args.batch), Ours("mff", "tiny", cpu, args.batch),
-                          Peer("tiny", cpu, args.batch)],
-                  args.steps, args.rounds, 1, args.batch, "tiny", "fp32")
+    steppers = [Ours("mae", "tiny", cpu, args.batch), Ours("mff", "tiny", cpu, args.batch),
+                Peer("tiny", cpu, args.batch)]
+    compile_seconds = None
+    if args.compile_cpu:
+        compiled, compile_seconds = compiled_cpu("mae", args.batch)
+        steppers.append(compiled)
+    sec = section("CPU", steppers, args.steps, args.rounds, 1, args.batch, "tiny", "fp32")
+    if compile_seconds is not None:
+        sec["ours MAE +compile first_steps_seconds"] = compile_seconds
+    if not args.no_profile:  # eager against eager, op by op
+        sec["profiles"] = {s.name: profile_ops(s) for s in steppers[:3]}
+        for name, prof in sec["profiles"].items():
+            print(f"  {name}: {prof['self_cpu_ms_per_step']} ms/step (profiled), matmuls "
+                  f"{100 * prof['matmul_share']:.0f} %")
     res["cpu"] = sec
     by = {r["name"]: r for r in sec["results"]}
     res["ratio"] = by["ours MAE"]["vs_lightly"]
     res["ratio_per_round"] = by["ours MAE"]["vs_lightly_per_round"]
     res["ratio_mff_cpu"] = by["ours MFF"]["vs_lightly"]
-    res["goal_cpu"] = 1.0
+    res["goal_cpu"] = 1.25
     if torch.cuda.is_available() and not args.no_gpu:
         gpu = torch.device("cuda")
         try:
@@ -259,7 +299,7 @@ def main() -> None:
     else:
         res["gpu"] = {"skipped": "no CUDA device"}
     pr = res["ratio_per_round"]
-    print(f"\nratio (our MAE ÷ lightly, CPU tiny): {res['ratio']:.3f}  (goal ≥ 1.0); per round: "
+    print(f"\nratio (our MAE ÷ lightly, CPU tiny): {res['ratio']:.3f}  (goal ≥ 1.25); per round: "
           f"median {pr['median']:.3f}, range {pr['min']:.3f}-{pr['max']:.3f}")
     write_result("train_step", res, args.out)
 
