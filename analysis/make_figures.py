@@ -298,7 +298,8 @@ def notebook_common(ckpts: dict[str, Path], sets: list[str]) -> dict:
     return common
 
 
-def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace, common: dict) -> list[Task]:
+def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace,
+                common: dict) -> list[Task]:
     """The trainings still to do and every notebook; a notebook waits for the runs its entry
     ``needs`` (default: every tiny run) among those trained here."""
     tasks = [Task(n, "train", TRAIN_COST[n], (), (train_run, n, cmd, args.steps, args.train_arg))

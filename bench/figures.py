@@ -68,6 +68,23 @@ def run(cmd: list[str], cwd: Path, env: dict, log: Path) -> float:
     return dt
 
 
+def manifest_times(manifest: dict) -> dict:
+    """What the gallery's ``manifest.json`` says of the time: when the last training ended, each
+    training's and notebook's seconds, start and end (``stages``), and their sums."""
+    stages = manifest.get("stages", {})
+    res = {"train_seconds": manifest.get("train_seconds"), "stages": stages,
+           "trainings": [{"name": n, **t} for n, t in stages.get("trainings", {}).items()],
+           "notebooks": [{"name": r["name"], "status": r["status"], "seconds": r["seconds"],
+                          **{k: stages.get("notebooks", {}).get(r["name"], {}).get(k)
+                             for k in ("start", "end")}}
+                         for r in manifest.get("figures", [])]}
+    # the per-task seconds add up to more than the wall time: two run at once, and notebooks
+    # that read no tiny run start beside the trainings
+    res["trainings_sum_seconds"] = round(sum(t["seconds"] for t in res["trainings"]), 1)
+    res["notebooks_sum_seconds"] = round(sum(r["seconds"] for r in res["notebooks"]), 1)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--install", choices=("wheelhouse", "network", "skip"), default="wheelhouse")
@@ -115,19 +132,7 @@ def main() -> None:
         cmd = ([str(venv / "bin" / "python"), "analysis/make_figures.py"]
                if args.install == "skip" else ["make", "figures", f"VENV={venv}"])
         res["make_figures_seconds"] = round(run(cmd, src, fig_env, log), 1)
-        manifest = json.loads((src / "figures" / "manifest.json").read_text())
-        res["train_seconds"] = manifest.get("train_seconds")  # when the last training ended
-        stages = manifest.get("stages", {})
-        res["stages"] = stages
-        res["trainings"] = [{"name": n, **t} for n, t in stages.get("trainings", {}).items()]
-        res["notebooks"] = [{"name": r["name"], "status": r["status"], "seconds": r["seconds"],
-                             **{k: stages.get("notebooks", {}).get(r["name"], {}).get(k)
-                                for k in ("start", "end")}}
-                            for r in manifest.get("figures", [])]
-        # the per-task seconds add up to more than the wall time: two run at once, and
-        # notebooks that read no tiny run start beside the trainings
-        res["trainings_sum_seconds"] = round(sum(t["seconds"] for t in res["trainings"]), 1)
-        res["notebooks_sum_seconds"] = round(sum(r["seconds"] for r in res["notebooks"]), 1)
+        res.update(manifest_times(json.loads((src / "figures" / "manifest.json").read_text())))
         res["end_to_end_seconds"] = round((res["install_seconds"] or 0)
                                           + res["make_figures_seconds"], 1)
         res["figures_written"] = len(list((src / "figures").rglob("*.png")))

@@ -111,9 +111,10 @@ def hessian_exact_rows(r: dict) -> list[tuple]:
 def slider_rows(r: dict) -> list[tuple]:
     out = []
     out.append(("mask-ratio slider update, tiny MAE + MFF-MAE, CPU (ms)",
-                f"median {r['cpu_median_ms']:.0f}, p95 {r['cpu_p95_ms']:.0f}",
-                "budget 100 ms", f(r["ratio"]) + "× (budget ÷ median)", "≤ 100 ms",
-                met(r["cpu_median_ms"] <= 100), where(r)))
+                f"median {r['cpu_median_ms']:.1f}, p95 {r['cpu_p95_ms']:.0f}",
+                "budget 100 ms", f(r["ratio"]) + "× (budget ÷ median)",
+                "≤ 100 ms (issue 19: ≤ 25)",
+                met(r["cpu_median_ms"] <= 100) + f" ({met(r['cpu_median_ms'] <= 25)})", where(r)))
     if "gpu_median_ms" in r:
         out.append(("mask-ratio slider update, vit-l, GPU (ms)",
                     f"median {r['gpu_median_ms']:.0f}", "budget 300 ms",
@@ -156,7 +157,8 @@ def figures_rows(r: dict) -> list[tuple]:
         out.append(("`make figures` end to end, fresh copy (s)",
                     f"total {f(total, '.0f')} (trainings ended at "
                     f"{f(r.get('train_seconds'), '.0f')}; notebooks beside and after them); "
-                    f"install {f(r.get('install_seconds'), '.0f')}",
+                    + (f"install {f(r.get('install_seconds'), '.0f')}"
+                       if r.get("install_seconds") is not None else "install not timed"),
                     "–", "–", "≤ 300 s", met(total is not None and total <= 300), where(r)))
     return out
 

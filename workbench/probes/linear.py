@@ -161,7 +161,8 @@ def linear_probe(model, train, test, pool: str = "cls", C: float | str = "cv",
 
 
 def probe_correct(model, train, test, pool: str = "cls", C: float | str = "cv",
-                  max_iter: int = 1000, batch_size: int = FEATURE_BATCH, seed: int = 0) -> np.ndarray:
+                  max_iter: int = 1000, batch_size: int = FEATURE_BATCH,
+                  seed: int = 0) -> np.ndarray:
     """Per test image, whether :func:`linear_probe`'s classifier gets it right ([n_test] bool):
     the paired data for comparing two models on the same test images."""
     xtr, ytr, xte, yte = _features(model, train, test, pool, batch_size)
