@@ -126,6 +126,7 @@ def train_run(name: str, cmd: list[str], steps: int | None, extra: list[str]) ->
     out = Path(cmd[cmd.index("--out") + 1])
     if out.exists():
         shutil.rmtree(out)
+    print(f"[figures] training {name} -> {out}", flush=True)
     start = time.perf_counter()
     code = subprocess.run(cmd + ["--no-progress"], cwd=ROOT).returncode
     if code != 0:
@@ -185,6 +186,20 @@ def priorities(tasks: list[Task]) -> dict[str, float]:
     return {t.name: t.cost + waiting[t.name] for t in tasks}
 
 
+def _submit(pool, task: Task):
+    """``task`` running in ``pool``, or (no pool) run here now: a future either way."""
+    import concurrent.futures as cf
+
+    if pool is not None:
+        return pool.submit(task.run)
+    fut: cf.Future = cf.Future()
+    try:
+        fut.set_result(task.run())
+    except Exception as e:  # noqa: BLE001 - handled by the caller like a worker's
+        fut.set_exception(e)
+    return fut
+
+
 def run_tasks(tasks: list[Task], jobs: int, done) -> dict[str, tuple[float, float]]:
     """Run ``tasks``, at most ``jobs`` at a time in worker processes (the cores split between
     them), each as soon as the trainings it needs are done, by :func:`priorities`; ``done(task,
@@ -210,17 +225,13 @@ def run_tasks(tasks: list[Task], jobs: int, done) -> dict[str, tuple[float, floa
                     break
                 pending.remove(task)
                 began = time.perf_counter() - start
-                if pool is None:  # one at a time, in this process
-                    fut: cf.Future = cf.Future()
-                    try:
-                        fut.set_result(task.run())
-                    except Exception as e:  # noqa: BLE001 - handled below like a worker's
-                        fut.set_exception(e)
-                else:
-                    fut = pool.submit(task.run)
-                running[fut] = (task, began)
-            if not running:
+                running[_submit(pool, task)] = (task, began)
+            if not running and failure is not None:
                 break
+            if not running:  # only tasks waiting for a run that no task trains: a bug
+                missing = sorted({r for t in pending for r in t.needs} - trained)
+                raise RuntimeError(f"tasks {[t.name for t in pending]} wait for runs that are "
+                                   f"not trained: {missing}")
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 task, began = running.pop(fut)
@@ -300,12 +311,18 @@ def notebook_common(ckpts: dict[str, Path], sets: list[str]) -> dict:
 
 def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace,
                 common: dict) -> list[Task]:
-    """The trainings still to do and every notebook; a notebook waits for the runs its entry
-    ``needs`` (default: every tiny run) among those trained here."""
-    tasks = [Task(n, "train", TRAIN_COST[n], (), (train_run, n, cmd, args.steps, args.train_arg))
-             for n, (_, cmd) in plans.items() if cmd is not None]
-    return tasks + [Task(e["name"], "notebook", float(e.get("cost", 1)),
-                         tuple(r for r in e.get("needs", DEFAULT_NEEDS) if r in plans),
+    """The trainings still to do that some notebook of ``sets`` needs, and every notebook; a
+    notebook waits for the runs its entry ``needs`` (default: every tiny run) among those
+    trained here (a reused run is there already). With ``--only hessian`` the pixel-target run
+    is not trained."""
+    to_train = [n for n, (_, cmd) in plans.items() if cmd is not None]
+    needs = {e["name"]: tuple(r for r in e.get("needs", DEFAULT_NEEDS) if r in to_train)
+             for e in sets}
+    wanted = {r for n in needs.values() for r in n}
+    tasks = [Task(n, "train", TRAIN_COST[n], (), (train_run, n, plans[n][1], args.steps,
+                                                  args.train_arg))
+             for n in to_train if n in wanted]
+    return tasks + [Task(e["name"], "notebook", float(e.get("cost", 1)), needs[e["name"]],
                          (run_notebook, e, args.out, common), i) for i, e in enumerate(sets)]
 
 
@@ -656,7 +673,8 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
 
         times = run_tasks(tasks, args.jobs, done)
     meta = {"git_commit": git_commit(), "versions": versions(),
-            "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()}}
+            "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()
+                            if Path(v).exists()}}  # a run no chosen notebook needs may be absent
     for r in records:  # the batch's provenance in every record
         r.update(checkpoints=meta["checkpoints"], versions=meta["versions"],
                  git_commit=meta["git_commit"])

@@ -165,3 +165,36 @@ def test_a_failed_training_starts_nothing_more_and_is_raised(jobs):
     assert "needs a" not in done
     if jobs == 1:  # one at a time: nothing starts after the failure
         assert done == []
+
+
+def test_only_the_runs_the_chosen_notebooks_read_are_trained(tmp_path):
+    import argparse
+
+    plans = {n: (tmp_path / n / "checkpoint.pt", ["train", "--out", str(tmp_path / n)])
+             for n in ("mae", "mff", "pixels")}
+    args = argparse.Namespace(steps=None, train_arg=[], out=tmp_path / "figures")
+    hessian = {"name": "hessian", "notebook": "hessian.ipynb", "needs": ["mae", "mff"]}
+    sweep = {"name": "sweep", "notebook": "mask_ratio_sweep.ipynb", "needs": []}
+    everything = {"name": "reconstruction", "notebook": "reconstruction.ipynb"}
+
+    def trained(sets):
+        return sorted(t.name for t in make_figures.batch_tasks(plans, sets, args, {})
+                      if t.kind == "train")
+
+    assert trained([hessian]) == ["mae", "mff"]
+    assert trained([sweep]) == []
+    assert trained([sweep, everything]) == ["mae", "mff", "pixels"]  # default: every run
+    tasks = {t.name: t for t in make_figures.batch_tasks(plans, [hessian, sweep], args, {})}
+    assert tasks["hessian"].needs == ("mae", "mff") and tasks["sweep"].needs == ()
+    reused = {**plans, "mae": (plans["mae"][0], None)}  # a finished run: nothing to wait for
+    tasks = {t.name: t for t in make_figures.batch_tasks(reused, [hessian], args, {})}
+    assert "mae" not in tasks and tasks["hessian"].needs == ("mff",)
+    order = []  # and the notebook does run, after the one training left
+    make_figures.run_tasks([_task("mff", "train", 3), _task("hessian", "notebook", 3, ["mff"])],
+                           1, lambda t, result: order.append(t.name))
+    assert order == ["mff", "hessian"]
+
+
+def test_a_task_waiting_for_a_run_nobody_trains_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="not trained.*'mae'"):
+        make_figures.run_tasks([_task("hessian", "notebook", 3, ["mae"])], 2, lambda t, r: None)

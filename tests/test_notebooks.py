@@ -238,6 +238,27 @@ class _Links(HTMLParser):
                 self.links.append(v)
 
 
+def test_batch_reuses_finished_runs_and_still_runs_every_notebook(runs, tmp_path, capfd):
+    """A second `make figures` finds its tiny runs trained with the same request: it trains
+    nothing, and the notebooks that wait for those runs start at once."""
+    folder = tmp_path / "runs"
+    for name, run in make_figures.TINY_RUNS.items():
+        shutil.copytree(runs[name].parent, folder / run.folder)
+        (folder / run.folder / "figures-request.json").write_text(
+            json.dumps(make_figures.request_record(run, None, [])))
+    params = tmp_path / "figures.yaml"
+    params.write_text(yaml.safe_dump([{"name": "mask_sampling", "notebook": "mask_sampling.ipynb",
+                                       "parameters": {"N_IMAGES": 1}}]))
+    out = tmp_path / "figures"
+    assert make_figures.main(["--runs", str(folder), "--out", str(out), "--params",
+                              str(params), "--jobs", "2"]) == 0
+    said = capfd.readouterr().out
+    assert said.count("(same training request)") == 3 and "[figures] training" not in said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["trainings"] == {} and manifest["figures"][0]["status"] == "ok"
+    assert set(manifest["checkpoints"]) == {"mae", "mff", "pixels"}
+
+
 def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path, capfd):
     params = tmp_path / "figures.yaml"
     params.write_text(yaml.safe_dump([
@@ -258,6 +279,13 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path, capfd):
     manifest = json.loads((out / "manifest.json").read_text())
     status = {f["name"]: f["status"] for f in manifest["figures"]}
     assert status == {"fusion_weights": "ok", "mask_sampling": "ok", "broken": "failed"}
+    stages = manifest["stages"]  # every notebook's seconds, start and end; nothing trained here
+    assert stages["trainings"] == {} and manifest["train_seconds"] == 0
+    assert set(stages["notebooks"]) == set(status)
+    for name, t in stages["notebooks"].items():
+        assert 0 <= t["start"] <= t["end"] <= stages["total_seconds"], name
+        assert t["seconds"] <= t["end"] - t["start"] + 0.5, name
+    assert stages["gallery_seconds"] >= 0
     broken = next(f for f in manifest["figures"] if f["name"] == "broken")
     assert "mask_ratio" in broken["error"]
     assert manifest["checkpoints"]["mae"]["sha256"] == make_figures.sha256(runs["mae"])
