@@ -102,8 +102,9 @@ class TrainState:
 def build_train_state(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device,
                       precision: str) -> TrainState:
     """A fresh model (initialised from ``cfg.seed``), AdamW over :func:`param_groups` (the fused
-    implementation, on the CPU too), the warmup + cosine schedule and a gradient scaler (enabled for fp16). ``cfg`` must be
-    resolved (:func:`workbench.training.resolve`). Seeds the global generators."""
+    implementation, on the CPU too), the warmup + cosine schedule and a gradient scaler (enabled
+    for fp16). ``cfg`` must be resolved (:func:`workbench.training.resolve`). Seeds the global
+    generators."""
     seed_everything(cfg.seed)
     model = model_from_config(mcfg).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr(cfg),
