@@ -76,16 +76,11 @@ def probe_latency(model, imgs, n=30, sync=None) -> dict:
     return dict(median_ms=median(ts), p95_ms=percentile(ts, 95), max_ms=max(ts))
 
 
-def timed(f, n: int = 30) -> float:
-    """Median wall ms of ``f()`` over ``n`` calls, after 3 warm-up calls."""
+def median_ms(f, n: int = 30) -> float:
+    """Median wall ms of ``f()`` over ``n`` calls (``common.timed``), after 3 warm-up calls."""
     for _ in range(3):
         f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return median(ts)
+    return median([1e3 * common.timed(f) for _ in range(n)])
 
 
 def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
@@ -123,7 +118,7 @@ def update_parts(models: dict, imgs: torch.Tensor, ratio: float = 0.5) -> dict:
              "reconstruct(), models in threads (the explorer's)": explorer.reconstruct_all,
              "compose_rows": lambda: compose_rows(res, 0, scale),
              "png_bytes": lambda: png_bytes(pic)}
-    return {name: round(timed(f), 3) for name, f in parts.items()}
+    return {name: round(median_ms(f), 3) for name, f in parts.items()}
 
 
 def cpu_section(updates: int) -> dict:

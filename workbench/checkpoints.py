@@ -151,6 +151,15 @@ def read_safetensors(path: Path, map_location: str | torch.device = "cpu") -> di
                               f"corrupt?): {type(e).__name__}: {e}") from e
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``tensors`` as a ``.safetensors`` file (contiguous CPU copies, PyTorch metadata as the
+    hub's files have), written atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"format": "pt"})
+    atomic_write(path, lambda f: f.write(data))
+
+
 def _loader_detail(text: str) -> str:
     """The informative paragraph of torch.load's error, without its generic advice."""
     skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
@@ -401,10 +410,7 @@ def export_timm(model: MaskedAutoencoder, path: str | os.PathLike | None = None
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()
           if k.startswith(TIMM_ENCODER_KEYS)}
     if path is not None and Path(path).suffix == ".safetensors":
-        from safetensors.torch import save
-
-        data = save({k: v.contiguous().cpu() for k, v in sd.items()}, metadata={"format": "pt"})
-        atomic_write(path, lambda f: f.write(data))
+        write_safetensors(sd, path)
     elif path is not None:
         atomic_save(sd, path)
     return sd

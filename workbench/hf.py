@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import LAYOUTS, CheckpointError, infer_config
+from .checkpoints import LAYOUTS, CheckpointError, infer_config, write_safetensors
 from .config import ModelConfig
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_text
 from .models import MaskedAutoencoder
 from .models.masking import Masking, masking_from_scores, num_kept
 
@@ -254,8 +254,6 @@ def export_hf(model: MaskedAutoencoder, folder: str | os.PathLike) -> Path:
     """Write ``model`` as a transformers ``save_pretrained`` directory (config.json +
     model.safetensors, the hub's key names): ``ViTMAEForPreTraining.from_pretrained(folder)``,
     or ``ViTMAEModel`` for a model loaded without decoder. Plain MAE only."""
-    from safetensors.torch import save as safetensors_bytes
-
     cfg = model.cfg
     if model.has_fusion or cfg.mask_token_in_encoder:
         what = "mask_token_in_encoder" if cfg.mask_token_in_encoder else "multi-level fusion"
@@ -266,9 +264,7 @@ def export_hf(model: MaskedAutoencoder, folder: str | os.PathLike) -> Path:
     tensors = official_to_hf(sd, prefix="vit." if model.has_decoder else "")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data = safetensors_bytes({k: v.contiguous().cpu() for k, v in tensors.items()},
-                             metadata={"format": "pt"})
-    atomic_write(folder / HF_WEIGHTS[0], lambda f: f.write(data))
+    write_safetensors(tensors, folder / HF_WEIGHTS[0])
     atomic_write_text(folder / HF_CONFIG,
                       json.dumps(hf_config(cfg, model.has_decoder), indent=2) + "\n")
     return folder

@@ -139,10 +139,7 @@ def seeded_masks(seeds: torch.Tensor | Sequence[int], grid: int, mask_ratio: flo
     n = grid * grid
     if strategy == "random":
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
-        len_keep = num_kept(n, mask_ratio)
-        if len_keep == n:
-            return mask_patches(seeds.numel(), grid, mask_ratio, strategy, device=device)
-        return masking_from_scores(seeded_uniform(seeds, n), len_keep)
+        return masking_from_scores(seeded_uniform(seeds, n), num_kept(n, mask_ratio))
     parts = [mask_patches(1, grid, mask_ratio, strategy, torch.Generator().manual_seed(int(s)))
              for s in seeds]
     return Masking(*(torch.cat([getattr(m, f) for m in parts]).to(device)

@@ -291,6 +291,13 @@ def wilson_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[float
     return float(ci.low), float(ci.high)
 
 
+def wilson_errors(accuracies: Sequence[float], n: int) -> np.ndarray:
+    """[2, k] distances (in %) below / above each accuracy (in [0, 1]) to its 95 % Wilson
+    interval on ``n`` items: matplotlib's ``yerr`` for bars / points drawn in %."""
+    ci = np.array([wilson_interval(a, n) for a in accuracies]).T * 100  # [2, k]
+    return np.abs(ci - 100 * np.asarray(accuracies, dtype=float))
+
+
 def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int | None = None,
                         n_classes: int | None = None):
     """Grouped bars: accuracy (%) of each probe (x) for each model (colour). ``scores`` maps a
@@ -304,9 +311,8 @@ def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int |
         acc = [100 * s[k] for k in kinds]
         ax.bar(x, acc, width=0.4, label=name)
         if n_test:
-            ci = np.array([wilson_interval(s[k], n_test) for k in kinds]).T * 100  # [2, probes]
-            ax.errorbar(x, acc, yerr=np.abs(ci - np.array(acc)), fmt="none", ecolor="k",
-                        capsize=3, lw=1)
+            ax.errorbar(x, acc, yerr=wilson_errors([s[k] for k in kinds], n_test), fmt="none",
+                        ecolor="k", capsize=3, lw=1)
     if n_classes:
         ax.axhline(100 / n_classes, color="grey", ls="--", lw=1,
                    label=f"chance 1/{n_classes} = {100 / n_classes:.3g} %")

@@ -2,28 +2,21 @@
 attention distance / entropy / NMI by depth, and the kNN monitor over training.
 
 Like :mod:`workbench.plots`, these draw numbers the probes return; the only statistic computed
-here is the Wilson interval of an accuracy (``plots.wilson_interval``). Each returns a figure
+here is the Wilson interval of an accuracy (``plots.wilson_errors``). Each returns a figure
 (save it with ``workbench.plots.save_figure``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from . import wilson_errors  # defined before workbench.plots imports this module
 from .curvature import _named  # "no ... to plot" for an empty mapping
 
 POOL_STYLES = {"cls": "-", "mean": "--"}
 POOL_NAMES = {"cls": "cls token", "mean": "mean of patch tokens"}
-
-
-def _interval(acc: Sequence[float], n: int) -> np.ndarray:
-    """[2, k] distances below / above each accuracy (%) to its 95 % Wilson interval."""
-    from . import wilson_interval
-
-    ci = np.array([wilson_interval(a, n) for a in acc]).T * 100  # [2, k]
-    return np.abs(ci - 100 * np.asarray(acc))
 
 
 def layer_probe_figure(results: Mapping[str, Any], title: str | None = None):
@@ -42,7 +35,7 @@ def layer_probe_figure(results: Mapping[str, Any], title: str | None = None):
                 if not probe.startswith(clf + " "):
                     continue
                 pool = probe.split()[1]
-                line = ax.errorbar(r.layers, 100 * acc, yerr=_interval(acc, r.n_test),
+                line = ax.errorbar(r.layers, 100 * acc, yerr=wilson_errors(acc, r.n_test),
                                    color=f"C{m}", ls=POOL_STYLES.get(pool, "-"), capsize=2,
                                    marker="o", ms=3, label=f"{name} {pool}")
                 best = r.layers.index(r.best_layer(probe))
@@ -131,7 +124,7 @@ def knn_history_figure(histories: Mapping[str, Any],
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     for m, (name, h) in enumerate(histories.items()):
         acc = np.asarray(h.accuracy)
-        yerr = _interval(acc, h.n_queries) if h.n_queries else None
+        yerr = wilson_errors(acc, h.n_queries) if h.n_queries else None
         ax.errorbar(h.steps, 100 * acc, yerr=yerr, marker="o", ms=4, capsize=3, color=f"C{m}",
                     label=name)
     n = {h.n_queries for h in histories.values()}

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..models import eval_mode
+from .linear import FEATURE_BATCH
 
 
 def _check_blocks(model) -> None:
@@ -71,7 +72,8 @@ def _capture_maps(model, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def attention_maps(model, imgs: torch.Tensor, batch_size: int = 64) -> list[torch.Tensor]:
+def attention_maps(model, imgs: torch.Tensor, batch_size: int = FEATURE_BATCH
+                   ) -> list[torch.Tensor]:
     """Softmaxed self-attention of every encoder block at mask ratio 0, eval mode, no grad:
     list over blocks of [B, heads, T, T] float32 CPU tensors (T = 1 + patches, cls first, patches
     in raster order; rows are queries and sum to 1), taken from the model's own timm blocks."""
@@ -177,7 +179,8 @@ class AttentionStatistics:
                 "grid_size": self.grid_size, "patch_size": self.patch_size}
 
 
-def attention_statistics(model, imgs: torch.Tensor, batch_size: int = 64) -> AttentionStatistics:
+def attention_statistics(model, imgs: torch.Tensor, batch_size: int = FEATURE_BATCH
+                         ) -> AttentionStatistics:
     """The three summaries of every block's attention maps (:func:`attention_maps`) on ``imgs``,
     per head: cl-vs-mim's depth-wise view of MAE vs MFF-MAE."""
     maps = attention_maps(model, imgs, batch_size)  # L x [B, H, T, T]

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from .layers import block_features
-from .linear import POOLS
-
+from .linear import FEATURE_BATCH, POOLS
 
 
 def _as_matrix(x, name: str) -> torch.Tensor:
@@ -114,7 +113,7 @@ def cka_matrix(feats_a, feats_b, unbiased: bool = False) -> np.ndarray:
     return out
 
 
-def layer_features(model, imgs: torch.Tensor, batch_size: int = 64,
+def layer_features(model, imgs: torch.Tensor, batch_size: int = FEATURE_BATCH,
                    pool: str = "mean") -> list[torch.Tensor]:
     """Every encoder block's output (``model.layer_features``: before the final norm, at mask
     ratio 0, eval mode, no grad), pooled per image as the mean of the patch tokens

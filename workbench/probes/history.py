@@ -1,7 +1,6 @@
 """What a run logged over training besides its loss: the kNN monitor's held-out accuracy."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -30,8 +29,6 @@ def knn_history(run_dir: str | os.PathLike) -> KnnHistory:
         raise NoKnnLogError(f"{files.metrics} has no knn_acc: the run was trained without the "
                             f"kNN monitor (knn_every=0) or before it existed; train with "
                             f"--knn-every N")
-    n = None
-    if files.config.exists():
-        knn_images = json.loads(files.config.read_text()).get("train", {}).get("knn_images")
-        n = knn_images // 2 if isinstance(knn_images, int) else None
+    knn_images = ((files.read_config() or {}).get("train") or {}).get("knn_images")
+    n = knn_images // 2 if isinstance(knn_images, int) else None
     return KnnHistory([int(r["step"]) for r in rows], [float(r["knn_acc"]) for r in rows], n)

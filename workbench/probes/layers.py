@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from ..models import eval_mode
-from .linear import POOLS, linear_predictions, pool_tokens, weighted_knn_predictions
+from .linear import (FEATURE_BATCH, POOLS, linear_predictions, pool_tokens,
+                     weighted_knn_predictions)
 
 CLASSIFIERS = ("linear", "kNN")
 
 
 @torch.no_grad()
-def block_features(model, imgs: torch.Tensor, pools=POOLS, batch_size: int = 64
+def block_features(model, imgs: torch.Tensor, pools=POOLS, batch_size: int = FEATURE_BATCH
                    ) -> dict[str, list[torch.Tensor]]:
     """{pool: [block 0 features [n, D], block 1, ...]} (float32, CPU, rows in the order of
     ``imgs`` [n, C, H, W]); one forward per minibatch serves every block and pooling. Nothing is
@@ -101,7 +102,7 @@ class LayerProbes:
 
 
 def layer_probes(model, train, test, pools=POOLS, classifiers=CLASSIFIERS, seed: int = 0,
-                 batch_size: int = 64) -> LayerProbes:
+                 batch_size: int = FEATURE_BATCH) -> LayerProbes:
     """Linear and kNN accuracy of every encoder block's features (cls and mean-pooled).
     ``train`` / ``test``: (imgs [n, 3, S, S], labels [n]) pairs, e.g. ``data.fixed_batch``."""
     (xtr_imgs, ytr), (xte_imgs, yte) = train, test

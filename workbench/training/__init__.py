@@ -25,7 +25,7 @@ _WHERE = {
     "PAPER_RECIPE": ".settings", "PRESET_TRAIN_DEFAULTS": ".settings", "TrainConfig": ".settings",
     "TrainResult": ".settings", "resolve": ".settings",
     "TrainingDiverged": ".step", "TrainState": ".step", "build_train_state": ".step",
-    "masks_for": ".step", "pick_precision": ".step", "train_step": ".step",
+    "pick_precision": ".step", "train_step": ".step",
 }
 __getattr__ = lazy_exports(__name__, _WHERE)
 __all__ = list(_WHERE)

@@ -144,8 +144,7 @@ def check_mask_count(mcfg: ModelConfig, preset: str) -> None:
     one (the encoder's input): refuse ratios that leave either side empty, naming the counts."""
     from ..models.masking import num_kept
 
-    grid = mcfg.img_size // mcfg.patch_size
-    n = grid * grid
+    grid, n = mcfg.grid_size, mcfg.num_patches
     kept = num_kept(n, mcfg.mask_ratio)
     where = f"the {n} patches ({grid}x{grid} grid of {mcfg.patch_size} px, preset {preset!r})"
     if kept == n:

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..models import MaskedAutoencoder, model_from_config
-from ..models.masking import Masking, seeded_masks
+from ..models.masking import seeded_masks
 from .distributed import Dist
 from .rng import seed_everything
 from .schedule import lr_at, param_groups, peak_lr
@@ -37,13 +37,6 @@ def pick_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 (with a GradScaler) needs a CUDA device; use fp32/bf16")
     return precision
-
-
-def masks_for(seeds: Sequence[int], grid: int, ratio: float, strategy: str,
-              device: torch.device) -> Masking:
-    """One mask per sample, each drawn from its own seed: independent of batch split; the
-    default random masks in one batched call on ``device`` (:func:`seeded_masks`)."""
-    return seeded_masks(seeds, grid, ratio, strategy, device)
 
 
 @dataclass
@@ -127,7 +120,8 @@ def train_step(state: TrainState,
     total = torch.zeros((), device=device)
     for micro, (imgs, seeds) in enumerate(micro_batches):
         imgs = imgs.to(device, non_blocking=True)
-        masking = masks_for(seeds, mcfg.grid_size, mcfg.mask_ratio, mcfg.mask_strategy, device)
+        masking = seeded_masks(seeds, mcfg.grid_size, mcfg.mask_ratio, mcfg.mask_strategy,
+                               device)  # each sample's from its own seed
         last = micro == state.accum_steps - 1
         with (state.model.no_sync() if state.world > 1 and not last else contextlib.nullcontext()):
             with state.autocast():
