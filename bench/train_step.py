@@ -133,7 +133,7 @@ class Ours(Stepper):
                          self.state.raw, device, batch)
         self.imgs = synthetic_images(batch, self.model.cfg, device)
 
-    def step(self) -> float:
+    def step(self) -> torch.Tensor:  # the loss, still on the device: the step does not wait
         first = self.state.step * self.batch  # mask seeds as a run draws them: one per sample
         return train_step(self.state, [(self.imgs, range(first, first + self.batch))])
 

@@ -194,6 +194,80 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
     assert max(r["step"] for r in metrics(tmp_path)) == 4
 
 
+def test_a_nan_between_log_steps_is_reported_at_the_next(tmp_path, monkeypatch):
+    """The loop reads the loss only where it writes: a NaN at step 3 stops the run at the next
+    log step (5) with step 3 named, and nothing after step 2 is logged or saved."""
+    calls = {"n": 0}
+    real = MaskedAutoencoder.forward_loss
+
+    def poisoned(self, imgs, pred, mask):
+        calls["n"] += 1
+        loss = real(self, imgs, pred, mask)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3\b.*none written"):
+        train(small_cfg(tmp_path, steps=8, log_every=5, ckpt_every=0))
+    assert calls["n"] == 5  # steps 4 and 5 ran (their updates skipped), then the check stopped it
+    assert max(r["step"] for r in metrics(tmp_path)) == 0  # only the initial record
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("precision,clip_grad", [("fp32", None), ("fp32", 1.0), ("fp16", 1.0)])
+def test_a_non_finite_loss_skips_every_later_update_until_reported(precision, clip_grad):
+    """The step does not wait for the device: a NaN loss is recorded there, and that update and
+    every later one are skipped, so the weights and AdamW's state stay those of the last good
+    step until ``raise_if_diverged`` names the first bad step. fp16 (on the CPU here: its
+    GradScaler path, which sets AdamW's ``found_inf`` itself) keeps the same promise."""
+    import copy
+
+    from workbench.training import build_train_state, train_step
+    from workbench.training.settings import build_model_config
+
+    cfg = resolve(small_cfg("unused", clip_grad=clip_grad))
+    state = build_train_state(cfg, build_model_config(cfg), torch.device("cpu"), precision)
+    imgs, seeds = torch.rand(8, 3, 16, 16), range(8)
+    loss = train_step(state, [(imgs, seeds)])
+    assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and torch.isfinite(loss)
+    state.raise_if_diverged()  # nothing to report
+    good = copy.deepcopy(state.raw.state_dict())
+    moments = copy.deepcopy(state.optimizer.state_dict()["state"])
+    assert torch.isnan(train_step(state, [(imgs * float("nan"), seeds)]))
+    assert torch.isfinite(train_step(state, [(imgs, seeds)]))  # finite again: skipped all the same
+    assert state.step == 3 and not hasattr(state.optimizer, "found_inf")
+    for k, v in state.raw.state_dict().items():
+        assert torch.equal(v, good[k]), k
+    after = state.optimizer.state_dict()["state"]
+    for i, st in moments.items():
+        for k, v in st.items():
+            assert torch.equal(after[i][k], v), (i, k)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2\b"):
+        state.raise_if_diverged()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: host-device synchronisation")
+def test_the_step_never_waits_for_the_gpu():
+    """On a GPU ``train_step`` queues its work and returns: no synchronising call (a ``.item()``,
+    a copy from pageable memory) inside it. torch's sync debug mode turns one into an error."""
+    from workbench.training import build_train_state, train_step
+    from workbench.training.settings import build_model_config
+
+    cfg = resolve(small_cfg("unused", device="cuda", precision="bf16", clip_grad=1.0))
+    device = torch.device("cuda")
+    state = build_train_state(cfg, build_model_config(cfg), device, cfg.precision)
+    imgs = torch.rand(8, 3, 16, 16).pin_memory()
+    train_step(state, [(imgs, range(8))])  # first call: lazy initialisation may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            loss = train_step(state, [(imgs, range(8 * step, 8 * step + 8))])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss) and state.step == 4
+    state.raise_if_diverged()
+
+
 def test_workers_give_the_same_run(tmp_path):
     a = train(small_cfg(tmp_path / "w0", steps=2, num_workers=0, ckpt_every=0))
     b = train(small_cfg(tmp_path / "w1", steps=2, num_workers=1, ckpt_every=0))

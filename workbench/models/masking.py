@@ -138,12 +138,21 @@ def seeded_masks(seeds: torch.Tensor | Sequence[int], grid: int, mask_ratio: flo
     use one ``torch.Generator`` per sample on the host."""
     n = grid * grid
     if strategy == "random":
-        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
+        seeds = host_to_device(torch.as_tensor(seeds, dtype=torch.int64), device)
         return masking_from_scores(seeded_uniform(seeds, n), num_kept(n, mask_ratio))
     parts = [mask_patches(1, grid, mask_ratio, strategy, torch.Generator().manual_seed(int(s)))
              for s in seeds]
     return Masking(*(torch.cat([getattr(m, f) for m in parts]).to(device)
                      for f in ("ids_keep", "ids_restore", "mask")))
+
+
+def host_to_device(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """``t`` (on the host) on ``device`` without the host waiting for the device: a CUDA copy
+    goes through pinned memory, asynchronously (a plain copy from pageable memory synchronises)."""
+    device = torch.device(device) if device is not None else t.device
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "random",

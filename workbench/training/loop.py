@@ -68,18 +68,19 @@ class LogWindow:
 
     started: float = field(default_factory=time.perf_counter)
     images: int = 0
-    loss_sum: float = 0.0
+    loss_sum: torch.Tensor | float = 0.0  # summed on the device: read at log steps only
     steps: int = 0
 
-    def add(self, loss: float, images: int) -> None:
-        self.loss_sum += loss
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss_sum = self.loss_sum + loss
         self.steps += 1
         self.images += images
 
     def close(self) -> tuple[float, float]:
-        """(mean loss, images/s) of the window."""
+        """(mean loss, images/s) of the window (waits for the device)."""
+        loss = float(self.loss_sum) / self.steps
         ips = self.images / max(time.perf_counter() - self.started, 1e-9)
-        return self.loss_sum / self.steps, ips
+        return loss, ips
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -185,18 +186,21 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     record, interrupted = {}, False
     while state.step < stop:
         lr = state.lr
-        try:
-            loss = train_step(state, data.micro_batches(state.step, cfg.accum_steps))
-        except TrainingDiverged as e:
-            raise TrainingDiverged(f"{e}; training stopped. Last good checkpoint: "
-                                   f"{outputs.last_good()}. Try a lower lr, clip_grad or "
-                                   f"fp32") from None
+        loss = train_step(state, data.micro_batches(state.step, cfg.accum_steps))  # no host wait
         window.add(loss, cfg.batch_size)
         if bar is not None:
             bar.update(1)
         knn_due = monitor is not None and (state.step % cfg.knn_every == 0
                                            or state.step == cfg.steps)  # not at a stop_after
-        if state.step % cfg.log_every == 0 or state.step == stop or knn_due:
+        log_due = state.step % cfg.log_every == 0 or state.step == stop or knn_due
+        interrupted = stopper.agreed(dd, device) and state.step < stop  # the same on every rank
+        save_due = (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or state.step == stop \
+            or interrupted
+        snapshot_due = cfg.snapshot_every and (state.step % cfg.snapshot_every == 0
+                                               or state.step == stop)
+        if log_due or save_due or snapshot_due:  # before anything is written: a finite loss
+            raise_if_diverged(state, outputs)
+        if log_due:
             record = log_record(state, cfg, lr, *window.close(), data.num_items)
             if knn_due:
                 record["knn_acc"] = monitor.accuracy(state.raw)
@@ -211,11 +215,9 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
                 print(log_line(record, stop, time.perf_counter() - t_start, state.step - first),
                       flush=True)
             window = LogWindow()
-        interrupted = stopper.agreed(dd, device) and state.step < stop  # the same on every rank
-        if (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or state.step == stop \
-                or interrupted:
+        if save_due:
             outputs.save(state, cfg, data.num_items, record)
-        if cfg.snapshot_every and (state.step % cfg.snapshot_every == 0 or state.step == stop):
+        if snapshot_due:
             outputs.snapshot(state, data.fixed[:4], cfg.seed)
         if interrupted:
             break
@@ -226,6 +228,17 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     if dd.main:
         print(final_message(result, cfg, mcfg, stop), flush=True)
     return result
+
+
+def raise_if_diverged(state: TrainState, outputs: RunOutputs) -> None:
+    """Stop the run if a step's loss was not finite (its update and the later ones were
+    skipped), naming that step and the last good checkpoint."""
+    try:
+        state.raise_if_diverged()
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"{e}; training stopped. Last good checkpoint: "
+                               f"{outputs.last_good()}. Try a lower lr, clip_grad or "
+                               f"fp32") from None
 
 
 def result_of(record: dict, step: int, wall_s: float, files, interrupted: str | None = None

@@ -3,8 +3,14 @@
 :func:`build_train_state` makes the model, AdamW, the schedule and the gradient scaler exactly as a
 run does; :func:`train_step` does one optimizer step on ``accum_steps`` micro-batches: per-sample
 seeded masks, autocast, gradient accumulation (DDP all-reduces on the last micro-batch only), the
-loss averaged over ranks, a non-finite loss stopped before it reaches the weights, clipping, the
-scaler, AdamW and the schedule.
+loss averaged over ranks, a non-finite loss kept from the weights, clipping, the scaler, AdamW and
+the schedule.
+
+The step never waits for the device: the loss stays a device tensor, and a non-finite loss is
+recorded on the device (:meth:`TrainState.note_divergence`) and turns that update and every later
+one into a no-op (fused AdamW's ``found_inf``). The loop asks :meth:`TrainState.raise_if_diverged`
+-- one host synchronisation -- only where it writes something (log lines, checkpoints,
+snapshots), so on a GPU the host queues the next step while the device finishes this one.
 """
 from __future__ import annotations
 
@@ -54,10 +60,17 @@ class TrainState:
     world: int = 1  # ranks
     step: int = 0  # optimizer steps done
     model: nn.Module | None = None  # what the step calls: ``raw``, compiled and/or DDP-wrapped
+    # on the device, so the step need not wait for it: the first step whose loss was not finite
+    # (0: none yet) and that loss
+    diverged_step: torch.Tensor | None = None  # [] int64
+    diverged_loss: torch.Tensor | None = None  # [] float32
 
     def __post_init__(self) -> None:
         if self.model is None:
             self.model = self.raw
+        if self.diverged_step is None:
+            self.diverged_step = torch.zeros((), dtype=torch.int64, device=self.device)
+            self.diverged_loss = torch.zeros((), device=self.device)
 
     def wrap(self, compile_model: bool, dd: Dist) -> None:
         """``torch.compile`` and / or DDP around the module (after any weights are loaded)."""
@@ -71,6 +84,22 @@ class TrainState:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype,
                               enabled=self.precision in ("bf16", "fp16"))
+
+    def note_divergence(self, loss: torch.Tensor) -> torch.Tensor:
+        """Record (on the device, without waiting for it) whether this step's ``loss`` is the
+        first non-finite one; returns the flag the optimizer skips on, 1.0 from that step on."""
+        first = ~torch.isfinite(loss) & (self.diverged_step == 0)
+        self.diverged_step = torch.where(first, self.step + 1, self.diverged_step)
+        self.diverged_loss = torch.where(first, loss.float(), self.diverged_loss)
+        return (self.diverged_step > 0).float()
+
+    def raise_if_diverged(self) -> None:
+        """:class:`TrainingDiverged` naming the first step with a non-finite loss, if there was
+        one (a host synchronisation). That step's update and every later one were skipped, so
+        the weights are those of the step before it."""
+        at = int(self.diverged_step)
+        if at:
+            raise TrainingDiverged(f"loss is {float(self.diverged_loss)} at step {at}")
 
     @property
     def lr(self) -> float:
@@ -109,12 +138,14 @@ def build_train_state(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device,
 
 
 def train_step(state: TrainState,
-               micro_batches: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> float:
+               micro_batches: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> torch.Tensor:
     """One optimizer step on ``state.accum_steps`` micro-batches ``(imgs [b, 3, S, S], mask
-    seeds [b])`` of this rank; returns the step's loss (mean over micro-batches and ranks).
+    seeds [b])`` of this rank; returns the step's loss (mean over micro-batches and ranks) as a
+    0-dim device tensor, without waiting for the device.
 
-    A non-finite loss raises :class:`TrainingDiverged` before the optimizer step, so the weights
-    stay those of the last good step.
+    A non-finite loss is not applied: that update and every later one are skipped on the device
+    (the weights stay those of the last good step) until :meth:`TrainState.raise_if_diverged`
+    reports it.
     """
     mcfg, device = state.raw.cfg, state.device
     total = torch.zeros((), device=device)
@@ -131,15 +162,24 @@ def train_step(state: TrainState,
     if state.world > 1:
         dist.all_reduce(total)
         total /= state.world
-    value = float(total)
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"loss is {value} at step {state.step + 1}")
+    skip = state.note_divergence(total)
+    if state.scaler.is_enabled():  # fp16: the scaler sets AdamW's found_inf from the gradients
+        poison = torch.where(skip > 0, math.inf, 0.0)  # so a divergence reaches it as inf
+        for p in state.raw.parameters():
+            if p.grad is not None:
+                p.grad.add_(poison)
     if state.clip_grad:
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(state.raw.parameters(), state.clip_grad)
-    state.scaler.step(state.optimizer)
+    # fused AdamW reads ``found_inf``: nonzero leaves weights, moments and step counts as they
+    # were (with fp16 the scaler replaces it by its own)
+    state.optimizer.found_inf = skip
+    try:
+        state.scaler.step(state.optimizer)
+    finally:
+        state.optimizer.__dict__.pop("found_inf", None)
     state.scaler.update()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
     state.step += 1
-    return value
+    return total
