@@ -8,7 +8,8 @@ image size, patch, width, depth, heads, MLP ratio, decoder width/depth/heads, ma
 batch as our preset. Both predict plain pixels (our ``norm_pix_loss`` is switched off so the
 objectives are identical). Ours is the product's own step, ``workbench.training.train_step``,
 on the state ``build_train_state`` makes for a run with the preset's defaults (per-sample seeded
-masks, AdamW over ``param_groups``, fused on CUDA, the schedule, the scaler, autocast).
+masks, fused AdamW over ``param_groups``, the schedule, the scaler, autocast; no host-device
+synchronisation inside the step).
 
     python bench/train_step.py                # CPU tiny (batch 64, fp32); + vit-b bf16 on CUDA
     python bench/train_step.py --rounds 3     # quicker, noisier
