@@ -245,6 +245,31 @@ def test_a_non_finite_loss_skips_every_later_update_until_reported(precision, cl
         state.raise_if_diverged()
 
 
+def test_an_unfused_optimizer_state_of_an_older_run_resumes_fused():
+    """Runs from before AdamW was fused on the CPU saved ``fused: None, foreach: False``; loaded
+    as saved, the step's ``found_inf`` would make AdamW refuse to step."""
+    from workbench.training import build_train_state, train_step
+    from workbench.training.schedule import param_groups
+    from workbench.training.settings import build_model_config
+
+    cfg = resolve(small_cfg("unused"))
+    mcfg = build_model_config(cfg)
+    old = build_train_state(cfg, mcfg, torch.device("cpu"), "fp32")
+    unfused = torch.optim.AdamW(param_groups(old.raw, cfg.weight_decay), lr=1e-3, foreach=False)
+    loss = old.raw(torch.rand(8, 3, 16, 16), seed=0).loss
+    loss.backward()
+    unfused.step()
+    ck = {"model": old.raw.state_dict(), "optimizer": unfused.state_dict(),
+          "scheduler": old.scheduler.state_dict(), "scaler": None, "step": 1}
+    state = build_train_state(cfg, mcfg, torch.device("cpu"), "fp32")
+    state.load_state_dict(ck)
+    assert all(g["fused"] and not g["foreach"] for g in state.optimizer.param_groups)
+    assert torch.equal(state.optimizer.state_dict()["state"][0]["exp_avg"],
+                       unfused.state_dict()["state"][0]["exp_avg"])
+    assert torch.isfinite(train_step(state, [(torch.rand(8, 3, 16, 16), range(8))]))
+    assert state.step == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: host-device synchronisation")
 def test_the_step_never_waits_for_the_gpu():
     """On a GPU ``train_step`` queues its work and returns: no synchronising call (a ``.item()``,

@@ -115,6 +115,8 @@ class TrainState:
         """Model, optimizer, schedule, scaler and step from a training checkpoint."""
         self.raw.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
+        for group in self.optimizer.param_groups:  # an older run's saved flags (unfused AdamW)
+            group["fused"], group["foreach"] = True, None  # would refuse the step's found_inf
         self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
