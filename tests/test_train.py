@@ -372,6 +372,46 @@ def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
     assert len(metrics(tmp_path / "ddp")) == 5  # and the initial fusion weights (step 0)
 
 
+DDP_STOP_SCRIPT = """
+import json, os, signal, sys
+import workbench.training.loop as loop
+from workbench.training import TrainConfig, train
+real = loop.train_step
+
+def step_then_signal(state, batches):  # rank 1 alone is asked to stop, during step 3
+    loss = real(state, batches)
+    if os.environ["RANK"] == "1" and state.step == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return loss
+
+loop.train_step = step_then_signal
+r = train(TrainConfig(**json.loads(sys.argv[1])))
+with open(sys.argv[2] + os.environ["RANK"], "w") as f:
+    json.dump({"step": r.step, "interrupted": r.interrupted}, f)
+"""
+
+
+def test_ddp_ranks_stop_together_one_step_after_a_signal_to_one(tmp_path):
+    """A stop request reaches every rank without a per-step wait: the votes are all-reduced
+    without blocking and read a step later, so both ranks stop after step 4 (the request came
+    during step 3 on rank 1 only), rank 0 checkpoints that step, and both exit normally."""
+    cfg = small_cfg(tmp_path / "ddp", steps=8, log_every=1, ckpt_every=0)
+    script = tmp_path / "run_ddp_stop.py"
+    script.write_text(DDP_STOP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), json.dumps(cfg.to_dict()), str(tmp_path / "result")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"result{r}").read_text()) for r in (0, 1)]
+    assert [r["step"] for r in results] == [4, 4], results
+    assert results[0]["interrupted"] == "stop requested on another rank"
+    assert results[1]["interrupted"] == "SIGTERM"
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt").checkpoint_info.step == 4
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_train_info_and_errors(tmp_path, capsys):
     out = tmp_path / "run"

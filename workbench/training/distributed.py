@@ -83,6 +83,33 @@ def raise_on_all_ranks(problem: Exception | None, dd: Dist, device: torch.device
         raise problem
 
 
+class PendingVote:
+    """One rank's stop vote, all-reduced over the ranks without the host waiting for it: queued
+    behind the step in flight, read (:meth:`result`) one step later, when that step is done."""
+
+    def __init__(self, flag: bool, device: torch.device) -> None:
+        self.votes = torch.full((1,), float(flag), device=device)  # a fill: no host copy
+        self.work = dist.all_reduce(self.votes, async_op=True)
+        self.event = None
+        if device.type == "cuda":  # to pinned host memory on a side stream, behind the reduce
+            self.host = torch.empty(1, pin_memory=True)
+            side = torch.cuda.Stream(device)
+            with torch.cuda.stream(side):
+                self.work.wait()  # NCCL: the side stream (not the step's) waits for it
+                self.votes.record_stream(side)
+                self.host.copy_(self.votes, non_blocking=True)
+                self.event = torch.cuda.Event()
+                self.event.record(side)
+
+    def result(self) -> bool:
+        """True when any rank voted to stop (waits for this vote only)."""
+        if self.event is not None:
+            self.event.synchronize()
+            return bool(self.host[0] > 0)
+        self.work.wait()
+        return bool(self.votes[0] > 0)
+
+
 class StopRequest:
     """SIGINT / SIGTERM -> a flag; the loop finishes its step, writes a checkpoint and returns.
 
@@ -97,6 +124,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: str | None = None  # name of the first signal received
         self._previous: dict[int, Any] = {}
+        self._vote: PendingVote | None = None  # several ranks: the last step's, not yet read
 
     def install(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -121,8 +149,21 @@ class StopRequest:
             signal.raise_signal(signum)
 
     def agreed(self, dd: Dist, device: torch.device) -> bool:
-        """True on every rank when any rank was asked to stop: all ranks stop at the same step."""
-        return all_ranks_agree(self.signal is not None, dd, device)
+        """True on every rank, at the same step, once any rank was asked to stop. One process:
+        at once. Several ranks: each step's votes are all-reduced without waiting and read after
+        the next step, so every rank stops one step after the request and the host never waits
+        for the step in flight."""
+        if dd.world == 1:
+            return self.signal is not None
+        stop = self._vote.result() if self._vote is not None else False
+        self._vote = None if stop else PendingVote(self.signal is not None, device)
+        return stop
+
+    def settle(self) -> None:
+        """Wait for a vote still in flight (the run ended first), so none outlives the run."""
+        if self._vote is not None:
+            self._vote.result()
+            self._vote = None
 
 
 def ignore_sigint(worker_id: int) -> None:

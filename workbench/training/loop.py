@@ -8,9 +8,10 @@ all-reduce), and a resumed run continues exactly where it stopped.
 Reliability: every file is written atomically (temporary file + rename) or appended one whole line
 at a time, so a run killed at any point -- even by SIGKILL in the middle of a checkpoint -- leaves
 a loadable checkpoint and a directory that ``--resume`` continues. SIGINT / SIGTERM finish the
-current step, write a checkpoint and return normally (all DDP ranks stop at the same step). A
-NaN / inf loss, a full disk or an unwritable directory stop the run with the step and the last
-good checkpoint named; a lock file keeps a second run out of a directory in use.
+current step, write a checkpoint and return normally (all DDP ranks stop at the same step, the
+one after the request). A NaN / inf loss, a full disk or an unwritable directory stop the run
+with the step and the last good checkpoint named; a lock file keeps a second run out of a
+directory in use. The step itself never waits for the device (see ``step.py``).
 
 Nothing of the calling process changes: its global random generators and torch thread count are
 as they were when ``train`` returns.
@@ -182,6 +183,7 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
     held.callback(stopper.restore)  # the previous handlers come back however the run ends
+    held.callback(stopper.settle)
     t_start, first, window = time.perf_counter(), state.step, LogWindow()
     record, interrupted = {}, False
     while state.step < stop:
