@@ -176,16 +176,23 @@ def test_training_lowers_the_heldout_loss(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
+def poison_losses(monkeypatch, bad) -> dict[str, int]:
+    """Make the loss NaN on the calls (counted from 1) where ``bad(call)`` holds; returns the
+    counter ({"n": calls so far})."""
     calls = {"n": 0}
     real = MaskedAutoencoder.forward_loss
 
     def poisoned(self, imgs, pred, mask):
         calls["n"] += 1
         loss = real(self, imgs, pred, mask)
-        return loss * float("nan") if calls["n"] >= 5 else loss
+        return loss * float("nan") if bad(calls["n"]) else loss
 
     monkeypatch.setattr(MaskedAutoencoder, "forward_loss", poisoned)
+    return calls
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
+    poison_losses(monkeypatch, lambda call: call >= 5)
     with pytest.raises(TrainingDiverged, match=r"step 5\b.*checkpoint.*step 4"):
         train(small_cfg(tmp_path, steps=8, ckpt_every=2))
     model = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -197,15 +204,7 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
 def test_a_nan_between_log_steps_is_reported_at_the_next(tmp_path, monkeypatch):
     """The loop reads the loss only where it writes: a NaN at step 3 stops the run at the next
     log step (5) with step 3 named, and nothing after step 2 is logged or saved."""
-    calls = {"n": 0}
-    real = MaskedAutoencoder.forward_loss
-
-    def poisoned(self, imgs, pred, mask):
-        calls["n"] += 1
-        loss = real(self, imgs, pred, mask)
-        return loss * float("nan") if calls["n"] == 3 else loss
-
-    monkeypatch.setattr(MaskedAutoencoder, "forward_loss", poisoned)
+    calls = poison_losses(monkeypatch, lambda call: call == 3)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3\b.*none written"):
         train(small_cfg(tmp_path, steps=8, log_every=5, ckpt_every=0))
     assert calls["n"] == 5  # steps 4 and 5 ran (their updates skipped), then the check stopped it
@@ -338,6 +337,19 @@ train(TrainConfig(**json.loads(sys.argv[1])))
 """
 
 
+def run_two_gloo_ranks(tmp_path, script: str, *args: str) -> None:
+    """``script`` (Python source) under torchrun on 2 CPU ranks, one thread each; fails the test
+    with the ranks' stderr unless both exit 0."""
+    path = tmp_path / "run_ddp.py"
+    path.write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(path), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
     """2 CPU ranks x 4 images == 1 process x 8 images (masks and crops are per sample)."""
     cfg = small_cfg(tmp_path / "single", steps=4, clip_grad=1.0, log_every=1, ckpt_every=0)
@@ -345,15 +357,7 @@ def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
     # each rank also accumulates 2 micro-batches of 2 (covers DDP's no_sync path)
     ddp = small_cfg(tmp_path / "ddp", steps=4, clip_grad=1.0, log_every=1, ckpt_every=0,
                     accum_steps=2)
-    script = tmp_path / "run_ddp.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(script), json.dumps(ddp.to_dict())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_gloo_ranks(tmp_path, DDP_SCRIPT, json.dumps(ddp.to_dict()))
     ws, wd = weights(tmp_path / "single"), weights(tmp_path / "ddp")
     assert ws.keys() == wd.keys()
     for k in ws:
@@ -396,15 +400,8 @@ def test_ddp_ranks_stop_together_one_step_after_a_signal_to_one(tmp_path):
     without blocking and read a step later, so both ranks stop after step 4 (the request came
     during step 3 on rank 1 only), rank 0 checkpoints that step, and both exit normally."""
     cfg = small_cfg(tmp_path / "ddp", steps=8, log_every=1, ckpt_every=0)
-    script = tmp_path / "run_ddp_stop.py"
-    script.write_text(DDP_STOP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(script), json.dumps(cfg.to_dict()), str(tmp_path / "result")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_gloo_ranks(tmp_path, DDP_STOP_SCRIPT, json.dumps(cfg.to_dict()),
+                       str(tmp_path / "result"))
     results = [json.loads((tmp_path / f"result{r}").read_text()) for r in (0, 1)]
     assert [r["step"] for r in results] == [4, 4], results
     assert results[0]["interrupted"] == "stop requested on another rank"
