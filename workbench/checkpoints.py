@@ -28,6 +28,7 @@ Dimensions are inferred from the tensors; published head counts are used for pub
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -140,24 +141,49 @@ def read_file(path: Path, map_location: str | torch.device = "cpu", mmap: bool =
 
 
 def read_safetensors(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """A ``.safetensors`` file (tensors only, nothing to unpickle) as a state dict."""
+    """A ``.safetensors`` file (tensors only, nothing to unpickle) as a state dict; one of ours
+    (:func:`save_weights`: the config in its metadata) as a checkpoint dict of our layout."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     device = map_location if isinstance(map_location, str) else str(torch.device(map_location))
     try:
-        return load_file(path, device=device)
+        sd = load_file(path, device=device)
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
     except Exception as e:  # noqa: BLE001 - re-raised with the reason
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or "
                               f"corrupt?): {type(e).__name__}: {e}") from e
+    if meta.get("format") != FORMAT:
+        return sd
+    try:
+        return {"format": FORMAT, "version": int(meta["version"]), "model": sd,
+                "config": json.loads(meta["config"]), "has_decoder": meta["has_decoder"] == "1",
+                "step": int(meta["step"]) if meta.get("step", "") != "" else None}
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} says it is a {FORMAT} file but its metadata is incomplete "
+                              f"({type(e).__name__}: {e}); keys found: {sorted(meta)}") from e
 
 
-def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                      metadata: dict[str, str] | None = None) -> None:
     """``tensors`` as a ``.safetensors`` file (contiguous CPU copies, PyTorch metadata as the
-    hub's files have), written atomically."""
+    hub's files have, plus ``metadata``), written atomically."""
     from safetensors.torch import save
 
-    data = save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata={"format": "pt"})
+    data = save({k: v.contiguous().cpu() for k, v in tensors.items()},
+                metadata={"format": "pt", **(metadata or {})})
     atomic_write(path, lambda f: f.write(data))
+
+
+def save_weights(model: MaskedAutoencoder, path: str | os.PathLike, step: int | None = None
+                 ) -> None:
+    """The model's weights and config as one ``.safetensors`` file of our layout (no optimizer
+    state, nothing pickled): a run's initialisation (``init.safetensors``) and the weights the
+    project ships. :func:`load_checkpoint` reads it back exactly."""
+    write_safetensors(model.state_dict(), path, metadata={
+        "format": FORMAT, "version": str(FORMAT_VERSION), "config": json.dumps(model.cfg.to_dict()),
+        "has_decoder": "1" if model.has_decoder else "0", "step": "" if step is None else str(step)})
 
 
 def _loader_detail(text: str) -> str:

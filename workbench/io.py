@@ -46,6 +46,14 @@ class RunFiles:
         return self.root / "checkpoint.pt"
 
     @property
+    def init(self) -> Path:  # the weights at step 0 (save_weights): the control of every probe
+        return self.root / "init.safetensors"
+
+    @property
+    def weights(self) -> Path:  # final weights only (save_weights), e.g. a shipped run
+        return self.root / "model.safetensors"
+
+    @property
     def metrics(self) -> Path:  # one JSON record per log step
         return self.root / "metrics.jsonl"
 
@@ -78,10 +86,14 @@ def run_files(root: str | os.PathLike) -> RunFiles:
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory holding ``checkpoint.pt`` -> the checkpoint file."""
+    """A checkpoint file, or a run directory holding ``checkpoint.pt`` (else ``model.safetensors``,
+    the weights of a shipped run) -> the checkpoint file."""
     path = Path(path)
-    if path.is_dir() and run_files(path).checkpoint.exists():
-        return run_files(path).checkpoint
+    if path.is_dir():
+        files = run_files(path)
+        for candidate in (files.checkpoint, files.weights):
+            if candidate.exists():
+                return candidate
     return path
 
 

@@ -177,6 +177,8 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     monitor = build_monitor(cfg.data, cfg.knn_data, mcfg.img_size, cfg.knn_images) \
         if cfg.knn_every and dd.main else None  # rank 0 measures, the others do not wait
     initial = initial_record(state, monitor) if saved is None else {}
+    if saved is None:  # a new run: its initialisation, the control of every probe
+        outputs.save_init(state)
     if initial:  # a new run: where the fusion weights and the kNN accuracy start from
         outputs.log(initial)
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import checkpoint_dict, read_checkpoint
+from ..checkpoints import checkpoint_dict, read_checkpoint, save_weights
 from ..config import ModelConfig
 from ..io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
                   atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
@@ -181,6 +181,16 @@ class RunOutputs:
             except OSError as e:  # e.g. ENOSPC: the old checkpoint is untouched, the temp removed
                 raise self.failed(f"the checkpoint {self.files.checkpoint}", at, e) from e
         self.last_checkpoint = at
+
+    def save_init(self, state: TrainState) -> None:
+        """The weights at step 0 (``init.safetensors``): every probe's control, the same model
+        before training (a new run only; its size is the weights', no optimizer state)."""
+        if not self.main:
+            return
+        try:
+            save_weights(state.raw, self.files.init, step=state.step)
+        except OSError as e:
+            raise self.failed(f"the initial weights {self.files.init}", state.step, e) from e
 
     def snapshot(self, state: TrainState, imgs: torch.Tensor, seed: int) -> None:
         if not self.main:
