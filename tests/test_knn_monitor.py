@@ -61,9 +61,9 @@ def test_monitor_logs_knn_acc_and_leaves_the_weights_alone(tmp_path):
     on = train(small_run(tmp_path / "on"))
     off = train(small_run(tmp_path / "off", knn_every=0))
     rows = records(tmp_path / "on")
-    logged = [(r["step"], r["knn_acc"]) for r in rows if "knn_acc" in r]
-    assert [s for s, _ in logged] == [0, 2, 4, 5]  # step 0, every 2, the last
-    assert all(0.0 <= a <= 1.0 for _, a in logged)
+    logged = [(r["step"], r["knn_acc"], r["probe_acc"]) for r in rows if "knn_acc" in r]
+    assert [s for s, _, _ in logged] == [0, 2, 4, 5]  # step 0, every 2, the last
+    assert all(0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 for _, a, b in logged)
     assert not any("knn_acc" in r for r in records(tmp_path / "off"))
     # the monitor draws nothing from the training's generators: the same weights
     assert on.heldout_loss == off.heldout_loss
@@ -71,17 +71,23 @@ def test_monitor_logs_knn_acc_and_leaves_the_weights_alone(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_monitor_accuracy_is_the_vote_on_the_models_cls_features(tmp_path):
+def test_monitor_readings_are_the_vote_and_the_probe_on_mean_pooled_features(tmp_path):
     from workbench import build_model
     from workbench.probes import extract_features
+    from workbench.probes.linear import linear_predictions
+    from workbench.training.monitor import MONITOR_C
 
     model = build_model("mae", "tiny", **SMALL)
     monitor = build_monitor("builtin", None, 16, 64)
     assert (len(monitor.bank), len(monitor.queries)) == (32, 32)
-    xtr, ytr = extract_features(model, (monitor.bank, monitor.bank_labels), pool="cls")
-    xte, yte = extract_features(model, (monitor.queries, monitor.query_labels), pool="cls")
+    xtr, ytr = extract_features(model, (monitor.bank, monitor.bank_labels), pool="mean")
+    xte, yte = extract_features(model, (monitor.queries, monitor.query_labels), pool="mean")
     pred = weighted_knn_predictions(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte))
-    assert monitor.accuracy(model) == pytest.approx(float((pred.numpy() == yte).mean()))
+    probe = linear_predictions(xtr, ytr, xte, C=MONITOR_C)
+    readings = monitor.measure(model)
+    assert readings["knn_acc"] == pytest.approx(float((pred.numpy() == yte).mean()))
+    assert readings["probe_acc"] == pytest.approx(float((probe == yte).mean()))
+    assert monitor.accuracy(model) == readings["knn_acc"]
 
 
 def test_resume_with_the_monitor_is_exact(tmp_path):

@@ -117,20 +117,25 @@ def attention_figure(stats: Mapping[str, Any], title: str | None = None):
 
 
 def knn_history_figure(histories: Mapping[str, Any],
-                       title: str = "kNN monitor: held-out accuracy during pretraining"):
-    """The kNN monitor's accuracy (%) against training step, a line per model with 95 % Wilson
-    intervals (when the number of queries is known). ``histories``: name -> ``KnnHistory``."""
+                       title: str = "feature monitor: held-out accuracy during pretraining"):
+    """The monitor's accuracy (%) against training step, a colour per model: the linear probe
+    (solid, when the run logged it) and the weighted kNN vote (dashed), with 95 % Wilson
+    intervals when the number of queries is known. ``histories``: name -> ``KnnHistory``."""
     histories = _named(histories, "kNN histories")
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     for m, (name, h) in enumerate(histories.items()):
-        acc = np.asarray(h.accuracy)
-        yerr = wilson_errors(acc, h.n_queries) if h.n_queries else None
-        ax.errorbar(h.steps, 100 * acc, yerr=yerr, marker="o", ms=4, capsize=3, color=f"C{m}",
-                    label=name)
+        readings = [("kNN", h.accuracy, "--")]
+        if h.probe_accuracy is not None:
+            readings.insert(0, ("linear probe", h.probe_accuracy, "-"))
+        for what, values, style in readings:
+            acc = np.asarray(values)
+            yerr = wilson_errors(acc, h.n_queries) if h.n_queries else None
+            ax.errorbar(h.steps, 100 * acc, yerr=yerr, marker="o", ms=4, capsize=3,
+                        color=f"C{m}", ls=style, label=f"{name} {what}")
     n = {h.n_queries for h in histories.values()}
     ax.set_xlabel("training step")
-    ax.set_ylabel("kNN accuracy (%)" + (f", n = {n.pop()} queries" if len(n) == 1 and None
-                                       not in n else ""))
-    ax.set_title(title, fontsize=10), ax.legend(fontsize=8)
+    ax.set_ylabel("held-out accuracy (%)" + (f", n = {n.pop()} queries" if len(n) == 1 and None
+                                            not in n else ""))
+    ax.set_title(title, fontsize=10), ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -16,9 +16,12 @@ class KnnHistory:
     steps: list[int]
     accuracy: list[float]  # in [0, 1], held-out weighted-kNN accuracy at each step
     n_queries: int | None  # held-out images per measurement (from config.json), None if unknown
+    # in [0, 1], the monitor's linear probe at the same steps (None: a run from before it)
+    probe_accuracy: list[float] | None = None
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "accuracy": self.accuracy, "n_queries": self.n_queries}
+        return {"steps": self.steps, "accuracy": self.accuracy, "n_queries": self.n_queries,
+                "probe_accuracy": self.probe_accuracy}
 
 
 def knn_history(run_dir: str | os.PathLike) -> KnnHistory:
@@ -31,4 +34,6 @@ def knn_history(run_dir: str | os.PathLike) -> KnnHistory:
                             f"--knn-every N")
     knn_images = ((files.read_config() or {}).get("train") or {}).get("knn_images")
     n = knn_images // 2 if isinstance(knn_images, int) else None
-    return KnnHistory([int(r["step"]) for r in rows], [float(r["knn_acc"]) for r in rows], n)
+    probe = [float(r["probe_acc"]) for r in rows] if all("probe_acc" in r for r in rows) else None
+    return KnnHistory([int(r["step"]) for r in rows], [float(r["knn_acc"]) for r in rows], n,
+                      probe)

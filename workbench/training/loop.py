@@ -207,7 +207,7 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         if log_due:
             record = log_record(state, cfg, lr, *window.close(), data.num_items)
             if knn_due:
-                record["knn_acc"] = monitor.accuracy(state.raw)
+                record.update(monitor.measure(state.raw))
             if state.step == stop and cfg.eval_images:
                 key = "heldout_loss" if data.fixed_heldout else "train_images_loss"
                 record[key] = evaluate(state.raw, data.fixed[:cfg.eval_images],
@@ -287,7 +287,7 @@ def initial_record(state: TrainState, monitor: KnnMonitor | None) -> dict:
     has ({} when it has neither: no line)."""
     record = fusion_record(state) if state.raw.has_fusion else {}
     if monitor is not None:
-        record.update(step=state.step, knn_acc=monitor.accuracy(state.raw))
+        record.update(step=state.step, **monitor.measure(state.raw))
     return record
 
 
@@ -311,6 +311,7 @@ def log_line(record: dict, stop: int, elapsed: float, steps_done: int) -> str:
     nohup, a batch scheduler): step, loss, lr, images/s and the time left at the pace so far."""
     left = elapsed / steps_done * (stop - record["step"]) if steps_done else float("nan")
     knn = f"  kNN {record['knn_acc']:.3f}" if "knn_acc" in record else ""
+    knn += f"  probe {record['probe_acc']:.3f}" if "probe_acc" in record else ""
     return (f"[train] step {record['step']}/{stop}  loss {record['loss']:.4f}  "
             f"lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s{knn}  ETA {duration(left)}")
 

@@ -53,12 +53,12 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (0: load in the training process)
     threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
     progress: bool = True  # tqdm bar on a terminal, else a line per log step
-    # kNN monitor (training/monitor.py): held-out weighted-kNN accuracy of the encoder's cls
-    # features, logged as knn_acc at step 0 and every knn_every steps (0: off; None: the
-    # preset's, tiny 100: under 5 % of the run, bench/knn_monitor.py)
+    # feature monitor (training/monitor.py): held-out weighted-kNN and fixed-C linear-probe
+    # accuracy of the encoder's mean-pooled features, logged as knn_acc / probe_acc at step 0
+    # and every knn_every steps (0: off; None: the preset's; bench/knn_monitor.py: its cost)
     knn_every: int | None = None
     knn_data: str | None = None  # labelled images; None: the run's image folder, else "shapes"
-    knn_images: int = 256  # half bank (training split), half queries (held-out split)
+    knn_images: int = 1024  # half bank (training split), half queries (held-out split)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
