@@ -63,40 +63,77 @@ RUN_FORMAT = 3
 
 @dataclasses.dataclass(frozen=True)
 class TinyRun:
-    """One of the tiny runs the gallery trains when no checkpoint is given for it."""
+    """One of the tiny runs of the gallery: the shipped weights of the CPU learning regime
+    (``workbench.shipped``) unless ``--train`` or a checkpoint is given, else trained here."""
 
     kind: str  # model kind for `python -m workbench train --model`
     folder: str  # run directory under --runs
     settings: tuple[str, ...] = ()  # its own training arguments, after the user's --train-arg
     steps_divisor: int = 1  # trains for the others' steps // steps_divisor
+    shipped: str | None = None  # its key in workbench.shipped.SHIPPED_RUNS, if shipped
 
 
 TINY_RUNS = {
-    "mae": TinyRun("mae", "mae-tiny"),
-    "mff": TinyRun("mff", "mff-tiny"),
+    # the shipped runs' own command (seed 0, one thread): --train retrains them exactly
+    "mae": TinyRun("mae", "mae-tiny", ("--seed", "0", "--set", "threads=1"), shipped="mae"),
+    "mff": TinyRun("mff", "mff-tiny", ("--seed", "0", "--set", "threads=1"), shipped="mff"),
     # MAE on plain pixels (no per-patch normalisation of the target): what the official MAE demo
     # reconstructs with, for the reconstruction gallery. It only draws one figure, so a third of
-    # the others' steps (100 of the tiny preset's 300) keeps the added training short.
+    # the others' steps (200 of the regime's 600) keeps the added training short.
     "pixels": TinyRun("mae", "mae-pixels-tiny", ("--set", "norm_pix_loss=false"), steps_divisor=3),
 }
 
 
-def run_steps(run: TinyRun, steps: int | None) -> int | None:
-    """The steps ``run`` trains for when the batch asks for ``steps`` (None: the preset's)."""
-    if run.steps_divisor == 1:
-        return steps
-    from workbench.training.settings import PRESET_TRAIN_DEFAULTS
+def run_steps(run: TinyRun, steps: int | None) -> int:
+    """The steps ``run`` trains for when the batch asks for ``steps`` (None: the learning
+    regime's)."""
+    from workbench.training.settings import LEARNING_REGIME
 
-    total = steps if steps is not None else PRESET_TRAIN_DEFAULTS["tiny"]["steps"]
+    total = steps if steps is not None else LEARNING_REGIME["steps"]
     return max(1, total // run.steps_divisor)
 
 
 def train_request(run: TinyRun, steps: int | None, extra: list[str]) -> list[str]:
-    cmd = ["train", "--model", run.kind, "--preset", "tiny", "--data", "builtin", "--device", "cpu"]
-    steps = run_steps(run, steps)
-    if steps is not None:
-        cmd += ["--steps", str(steps)]
-    return cmd + extra + list(run.settings)
+    """``python -m workbench`` arguments (without ``--out``): the tiny preset in the learning
+    regime (``training.settings.LEARNING_REGIME``: its data, its steps unless ``steps``)."""
+    from workbench.training.settings import LEARNING_REGIME
+
+    return ["train", "--model", run.kind, "--preset", "tiny", "--data", LEARNING_REGIME["data"],
+            "--device", "cpu", "--steps", str(run_steps(run, steps)), *extra, *run.settings]
+
+
+def shipped_checkpoints(names: list[str]) -> dict[str, Path]:
+    """Of the runs ``names``, those shipped under ``weights/``: name -> their weights file."""
+    from workbench.shipped import SHIPPED_RUNS
+
+    found = {}
+    for name in names:
+        key = TINY_RUNS[name].shipped
+        if key is not None and SHIPPED_RUNS[key].weights.exists():
+            found[name] = SHIPPED_RUNS[key].weights
+    return found
+
+
+def models_note(ckpts: dict[str, Path], shipped: set[str]) -> str:
+    """Which models the figures show, for every caption: shipped (with their provenance and
+    learning check) or trained in this batch / given."""
+    from workbench.shipped import SHIPPED_RUNS
+
+    parts = []
+    for name in ("mae", "mff"):
+        if name not in ckpts:
+            continue
+        label = "MAE" if name == "mae" else "MFF-MAE"
+        if name in shipped:
+            prov = SHIPPED_RUNS[TINY_RUNS[name].shipped].read_provenance()
+            check = prov["learning_check"]
+            parts.append(f"{label}: shipped weights ({prov['step']} steps, seed {prov['seed']}, "
+                         f"commit {str(prov['commit'])[:10]}; linear probe "
+                         f"{100 * check['trained']:.1f} % vs {100 * check['init']:.1f} % at "
+                         f"initialisation)")
+        else:
+            parts.append(f"{label}: {ckpts[name]} (trained in this batch or given)")
+    return "Models — " + "; ".join(parts) + "." if parts else ""
 
 
 def request_record(run: TinyRun, steps: int | None, extra: list[str]) -> dict:
@@ -528,11 +565,13 @@ def write_index(out: Path, records: list[dict], meta: dict,
     from workbench.io import atomic_write_text
 
     captions = load_captions() if captions is None else captions
-    sections = [figure_section(out, r, captions.get(r["name"], captions.get(r["notebook"], "")))
-                for r in records]
+    models = f" {meta['models']}" if meta.get("models") else ""  # every caption says which
+    sections = [figure_section(out, r, captions.get(r["name"], captions.get(r["notebook"], ""))
+                               + models) for r in records]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIM Workbench figures</title>"
             f"<style>{GALLERY_STYLE}</style></head><body><h1>MIM Workbench figures</h1>"
             f"<p>commit {html.escape(str(meta['git_commit']))}; "
+            f"{html.escape(meta.get('models', ''))} "
             "<a href='findings.html'>findings</a> (<a href='findings.md'>markdown</a>); "
             f"<a href='manifest.json'>manifest</a></p>{''.join(sections)}</body></html>")
     atomic_write_text(out / "index.html", page)
@@ -541,7 +580,10 @@ def write_index(out: Path, records: list[dict], meta: dict,
 QUICK_PROFILE = ("One training seed per model (the tiny MAE and MFF-MAE runs), so claims about "
                  "training (fusion movement, supervised fusion) stay inconclusive, and every other "
                  "interval covers only the images or minibatches drawn inside that one run, not "
-                 "training randomness. `make evidence` runs the seeds (`analysis/evidence.py`).")
+                 "training randomness (a permutation test over 5 or fewer minibatches cannot "
+                 "reject at all, so such a claim stays inconclusive). The claims of every "
+                 "notebook form one Holm family. `make evidence` runs the seeds "
+                 "(`analysis/evidence.py`).")
 
 
 def markdown_html(text: str) -> str:
@@ -564,12 +606,14 @@ def findings_page(markdown: str, forest: bool) -> str:
 
 def write_findings(out: Path, records: list[dict]) -> None:
     """``findings.md``, ``findings.html`` and ``forest.png`` from every notebook's
-    ``claims.json``."""
+    ``claims.json``. The claims of all notebooks are one report, so one family: their verdicts
+    are Holm-adjusted over it (``workbench.findings.adjust_family``)."""
     from workbench import plots
-    from workbench.findings import Claim, findings_markdown
+    from workbench.findings import Claim, adjust_family, findings_markdown
     from workbench.io import atomic_write_text
 
-    claims = [Claim.from_dict(c) for r in records for c in read_claims(out / r["name"])]
+    claims = adjust_family([Claim.from_dict(c) for r in records
+                            for c in read_claims(out / r["name"])])
     markdown = findings_markdown(claims, "quick", QUICK_PROFILE)
     atomic_write_text(out / "findings.md", markdown)
     if claims:
@@ -588,7 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pixels", type=Path,
                    help="pixel-target MAE checkpoint (norm_pix_loss off) for the reconstruction "
                         "gallery; trained as runs/mae-pixels-tiny unless --mae or --mff is given")
-    p.add_argument("--steps", type=int, help="training steps for the tiny runs (default: the CLI's)")
+    p.add_argument("--train", action="store_true",
+                   help="train the tiny MAE and MFF-MAE afresh with the shipped weights' own "
+                        "command (make figures TRAIN=1) instead of using weights/")
+    p.add_argument("--steps", type=int,
+                   help="training steps for the tiny runs (default: the learning regime's)")
     p.add_argument("--train-arg", action="append", default=[],
                    help="extra argument for `python -m workbench train` (repeatable)")
     p.add_argument("--params", type=Path, default=ROOT / "analysis" / "figures.yaml")
@@ -642,7 +690,13 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     t0 = time.perf_counter()
     given = {k: getattr(args, k) for k in TINY_RUNS if getattr(args, k) is not None}
     missing = [k for k in TINY_RUNS if k not in given]
-    if "pixels" in missing and ("mae" in given or "mff" in given):
+    # the shipped weights stand for the default request only: --train, --steps or --train-arg
+    # ask for other runs, which are trained
+    default = not (args.train or args.steps is not None or args.train_arg)
+    shipped = shipped_checkpoints([k for k in missing if k != "pixels"]) if default else {}
+    given.update(shipped)
+    missing = [k for k in missing if k not in shipped]
+    if "pixels" in missing and (set(given) - set(shipped)) & {"mae", "mff"}:
         # a tiny pixel-target model beside external models would not be their like: the
         # reconstruction notebook then skips its pixel-target figure unless --pixels is given
         missing.remove("pixels")
@@ -673,6 +727,7 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
 
         times = run_tasks(tasks, args.jobs, done)
     meta = {"git_commit": git_commit(), "versions": versions(),
+            "models": models_note(ckpts, set(shipped)),
             "checkpoints": {k: {"path": str(v), "sha256": sha256(Path(v))} for k, v in ckpts.items()
                             if Path(v).exists()}}  # a run no chosen notebook needs may be absent
     for r in records:  # the batch's provenance in every record

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench import findings
+from workbench.training.settings import LEARNING_REGIME
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 import evidence  # noqa: E402
@@ -20,8 +21,12 @@ def test_plan_covers_every_claim_input():
     assert len(names) == len(set(names))  # one result file per job
     assert sum(j.stage == "pretrain" for j in jobs) == 2 * len(p.seeds) >= 6
     assert sum(j.stage == "sweep" for j in jobs) == len(p.sweep_ratios) * len(p.sweep_seeds)
-    assert len(p.sweep_ratios) >= 6 and min(p.sweep_ratios) <= 0.1 and max(p.sweep_ratios) >= 0.9
-    assert p.hessian_batches * len(p.seeds) >= 32 and p.hessian_k == 5
+    # ratios on both sides of MAE's 0.6-0.9 band, each run as long as the pretraining runs (the
+    # learning regime), every probe at the learning criterion's sizes
+    assert min(p.sweep_ratios) < 0.6 and sum(0.6 <= r <= 0.9 for r in p.sweep_ratios) >= 2
+    assert p.sweep_steps == p.steps == LEARNING_REGIME["steps"] and p.data == "shapes"
+    assert (p.probe_train, p.probe_test) == (1024, 2048) and len(p.sweep_seeds) >= 3
+    assert p.hessian_batches * len(p.seeds) >= 18 and p.hessian_k == 5
     for j in jobs:  # every input a job needs is a job of the plan
         assert set(j.needs()) <= set(names)
     measure = next(j for j in jobs if j.stage == "measure")
@@ -32,14 +37,27 @@ def test_smoke_profile_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "ev"
     assert evidence.main(["--profile", "smoke", "--out", str(out), "--jobs", "2"]) == 0
     claims = json.loads((out / "claims.json").read_text())
-    assert len(claims) == 9
+    assert len(claims) == 10
     assert claims[-1]["claim"] == "MFF-MAE's features become useful faster during pretraining"
+    assert claims[0]["claim"].startswith("the fusion weights move further toward shallow")
+    # 2-step runs learn nothing: every claim about them is "not testable", with the runs named
+    # (but the supervised run's own, which needs no pretraining)
+    for c in claims:
+        supervised = c["claim"].startswith("with a supervised objective")
+        assert (c["verdict"] == "not testable") != supervised, c["claim"]
+        assert supervised or "do not pass the learning criterion" in c["note"]
+        assert {"p_adjusted", "sesoi"} <= c.keys()
     for c in claims:
         assert {"effect", "ci", "p", "n", "test", "verdict", "sizes"} <= c.keys()
         assert c["verdict"] in findings.VERDICTS and len(c["ci"]) == 2
     assert {c["sizes"]["seeds"] for c in claims} >= {2}  # the smoke profile's two seeds
     report = (out / "findings.md").read_text()
     assert report.startswith("# Findings") and "(smoke profile)" in report
+    # the appendix: every run's learning check, the controls, the figures
+    assert "| MFF-MAE seed 1 |" in report and "sweep MAE, mask ratio 0.75, seed 0" in report
+    assert "## Controls: trained against initialisation" in report
+    for name in ("learning_curves", "fusion_trajectories", "frequency_seeds"):
+        assert (out / f"{name}.png").stat().st_size > 0 and f"({name}.png)" in report
     assert "2 pretraining seeds" in report and (out / "forest.png").stat().st_size > 0
     log = capsys.readouterr().out
     assert "pretrain 4/4" in log and "measure 2/2" in log  # a line per job and stage
@@ -55,6 +73,19 @@ def test_smoke_profile_runs_resumes_and_reports(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "13 of 14 jobs already done" in log and "measure 2/2: measure-seed1" in log
     assert json.loads((out / "claims.json").read_text()) == claims
+    # the report rebuilds from the job files alone: no runs, nothing trained
+    import shutil
+
+    copy = tmp_path / "committed"
+    shutil.copytree(out / "jobs", copy / "jobs")
+    assert evidence.main(["--profile", "smoke", "--out", str(copy), "--report-only"]) == 0
+    assert json.loads((copy / "claims.json").read_text()) == claims
+    assert (copy / "findings.md").read_text().split("## The learning")[1] == \
+        report.split("## The learning")[1]
+    assert not (copy / "runs").exists()
+    (copy / "jobs" / "hessian-mae-seed0.json").unlink()
+    assert evidence.main(["--profile", "smoke", "--out", str(copy), "--report-only"]) == 1
+    assert "lacks 1 of 14 job results" in capsys.readouterr().err
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):

@@ -128,3 +128,20 @@ def test_pixel_baseline_is_a_probe_on_the_flattened_images():
     train_set, test_set = labelled(128, 2), labelled(64, 3)
     correct = pixel_correct(train_set, test_set)
     assert correct.shape == (64,) and correct.mean() > 0.5
+
+
+@pytest.mark.parametrize("steps, warmup", [(300, 0.05), (600, 30), (7, 0)])
+def test_lr_sum_is_the_schedules_closed_form(steps, warmup):
+    """Σ lr of a linear warmup over W steps then half a cosine to 0 by step N: the warmup gives
+    peak (W + 1) / 2 (nothing when W = 0), the cosine's M = N - W steps peak (M + 1) / 2 (their
+    cosines sum to 1). The tiny 300-step schedule: about 0.15, the bound shared/DESIGN.md
+    quotes."""
+    from workbench.training.schedule import lr_sum, peak_lr, warmup_steps
+    from workbench.training.settings import resolve
+
+    cfg = resolve(TrainConfig(steps=steps, warmup=warmup))
+    w = warmup_steps(cfg)
+    closed = peak_lr(cfg) * ((w + 1) / 2 if w else 0) + peak_lr(cfg) * (steps - w + 1) / 2
+    assert lr_sum(cfg) == pytest.approx(closed, rel=1e-12)
+    if steps == 300:
+        assert lr_sum(cfg) == pytest.approx(0.151)

@@ -176,12 +176,16 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     atomic_write(path, lambda f: f.write(data))
 
 
-def save_weights(model: MaskedAutoencoder, path: str | os.PathLike, step: int | None = None
-                 ) -> None:
+def save_weights(model: MaskedAutoencoder, path: str | os.PathLike, step: int | None = None,
+                 dtype: torch.dtype | None = None) -> None:
     """The model's weights and config as one ``.safetensors`` file of our layout (no optimizer
     state, nothing pickled): a run's initialisation (``init.safetensors``) and the weights the
-    project ships. :func:`load_checkpoint` reads it back exactly."""
-    write_safetensors(model.state_dict(), path, metadata={
+    project ships. :func:`load_checkpoint` reads it back exactly; with ``dtype`` (e.g.
+    ``torch.float16``, to halve a shipped file) the floating tensors are stored rounded to it and
+    load back as the model's float32 of those rounded values."""
+    sd = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+          for k, v in model.state_dict().items()}
+    write_safetensors(sd, path, metadata={
         "format": FORMAT, "version": str(FORMAT_VERSION), "config": json.dumps(model.cfg.to_dict()),
         "has_decoder": "1" if model.has_decoder else "0", "step": "" if step is None else str(step)})
 

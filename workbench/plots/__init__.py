@@ -299,25 +299,33 @@ def wilson_errors(accuracies: Sequence[float], n: int) -> np.ndarray:
 
 
 def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int | None = None,
-                        n_classes: int | None = None):
+                        n_classes: int | None = None,
+                        baselines: Mapping[str, float] | None = None):
     """Grouped bars: accuracy (%) of each probe (x) for each model (colour). ``scores`` maps a
     model name to {probe name: accuracy in [0, 1]} (``probes.probe_scores``), every model with
-    the same probes. With ``n_test`` (test images): 95 % Wilson intervals as error bars and n in
-    the title; with ``n_classes``: a labelled chance line at 100/C %."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    the same probes (the controls -- the models at initialisation -- are models like the
+    others). With ``n_test`` (test images): 95 % Wilson intervals as error bars and n in the
+    title; with ``n_classes``: a labelled chance line at 100/C %; ``baselines``: {name:
+    accuracy} drawn as labelled dotted lines (e.g. the raw-pixel probe)."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.6))
     kinds = list(next(iter(scores.values())))
+    width = 0.8 / len(scores)
     for j, (name, s) in enumerate(scores.items()):
-        x = [i + 0.4 * j for i in range(len(kinds))]
+        x = [i + width * j for i in range(len(kinds))]
         acc = [100 * s[k] for k in kinds]
-        ax.bar(x, acc, width=0.4, label=name)
+        ax.bar(x, acc, width=width, label=name, hatch="//" if "init" in name else None,
+               alpha=0.6 if "init" in name else 1.0)
         if n_test:
             ax.errorbar(x, acc, yerr=wilson_errors([s[k] for k in kinds], n_test), fmt="none",
                         ecolor="k", capsize=3, lw=1)
     if n_classes:
         ax.axhline(100 / n_classes, color="grey", ls="--", lw=1,
                    label=f"chance 1/{n_classes} = {100 / n_classes:.3g} %")
-    ax.set_xticks([i + 0.2 for i in range(len(kinds))], kinds)
-    ax.set_ylabel("accuracy (%)"), ax.set_ylim(0, 100), ax.legend(fontsize=8)
+    for m, (name, acc) in enumerate((baselines or {}).items()):
+        ax.axhline(100 * acc, color=f"C{len(scores) + m}", ls=":", lw=1.5,
+                   label=f"{name} {100 * acc:.1f} %")
+    ax.set_xticks([i + width * (len(scores) - 1) / 2 for i in range(len(kinds))], kinds)
+    ax.set_ylabel("accuracy (%)"), ax.set_ylim(0, 100), ax.legend(fontsize=7)
     if n_test:
         ax.set_title(f"n = {n_test} test images; error bars: 95 % Wilson interval", fontsize=9)
     fig.tight_layout()
@@ -325,12 +333,15 @@ def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int |
 
 
 # ----------------------------------------------------------------------------- claims
-VERDICT_COLORS = {"held": "#1a7f37", "not held": "#b42318", "inconclusive": "#6e7781"}
+VERDICT_COLORS = {"held": "#1a7f37", "not held": "#b42318", "no effect": "#0969da",
+                  "inconclusive": "#6e7781", "not testable": "#afb8c1"}
 
 
 def forest_figure(claims: Sequence[Any], title: str | None = None):
     """One row per claim: the effect and its 95 % interval on the claim's own scale (effects are
-    in different units), a line at 0, the side the paper predicts shaded, coloured by verdict.
+    in different units), a line at 0, the side the paper predicts shaded, ``±sesoi`` (the
+    smallest effect of interest, when the claim has one) hatched, coloured by verdict
+    (:data:`VERDICT_COLORS`: held, not held, no effect, inconclusive, not testable).
     ``claims``: :class:`workbench.findings.Claim` objects or their dicts."""
     rows = [c if isinstance(c, Mapping) else c.to_dict() for c in claims]
     if not rows:
@@ -338,11 +349,15 @@ def forest_figure(claims: Sequence[Any], title: str | None = None):
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.85 * len(rows) + 0.9), squeeze=False)
     for ax, c in zip(axes[:, 0], rows):
         lo, hi, effect = (float("nan") if x is None else float(x) for x in (*c["ci"], c["effect"]))
-        finite = [v for v in (lo, hi, effect, 0.0) if np.isfinite(v)]
+        sesoi = c.get("sesoi")
+        finite = [v for v in (lo, hi, effect, 0.0, sesoi or 0.0) if np.isfinite(v)]
         span = max(max(abs(v) for v in finite), 1e-12) * 1.3
         ax.set_xlim(-span, span)
         side = (0, span) if c["direction"] == "greater" else (-span, 0)
         ax.axvspan(*side, color="#ddf4e4", zorder=0)  # the paper's side
+        if sesoi:  # effects too small to count
+            ax.axvspan(-sesoi, sesoi, facecolor="none", edgecolor="#8c959f", hatch="///",
+                       lw=0, zorder=0.5)
         ax.axvline(0, color="k", lw=0.8)
         color = VERDICT_COLORS.get(c["verdict"], "k")
         if np.isfinite(lo) and np.isfinite(hi):
@@ -386,3 +401,7 @@ from .curvature import density_figure, landscape_figure, trace_figure  # noqa: E
 # ----------------------------------------------------------------------------- representations
 from .representations import (attention_figure, cka_figure, knn_history_figure,  # noqa: E402,F401
                               layer_probe_figure)
+
+# ----------------------------------------------------------------------------- evidence profile
+from .evidence import (frequency_seeds_figure, fusion_trajectories_figure,  # noqa: E402,F401
+                       learning_curves_figure)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -143,3 +144,18 @@ def initial_model(run_dir: str | os.PathLike):
         torch.manual_seed(seed)  # what training's seed_everything does before building
         model = model_from_config(cfg)
     return model.eval()
+
+
+def initial_models(run_dirs: Mapping[str, str | os.PathLike]) -> dict[str, object]:
+    """The controls of a comparison: ``{"<name> at init": step-0 model}`` for each named run
+    directory that has one (:func:`initial_model`); a folder that is not a training run (an
+    external checkpoint's) is skipped with a warning naming it."""
+    import warnings
+
+    found = {}
+    for name, folder in run_dirs.items():
+        try:
+            found[f"{name} at init"] = initial_model(folder)
+        except FileNotFoundError as e:
+            warnings.warn(f"no initialisation control for {name}: {e}")
+    return found

@@ -32,6 +32,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, peak_lr(cfg), warmup_steps(cfg), cfg.steps, cfg.min_lr)
 
 
+def lr_sum(cfg: TrainConfig) -> float:
+    """Σ lr over the run's steps: with AdamW a parameter moves by at most about this much over
+    the whole run (each update is at most about lr per coordinate), the bound on how far MFF's
+    fusion logits can go (``findings.attainable_depth_shift``). ``cfg`` must be resolved."""
+    return float(sum(lr_at(s, cfg) for s in range(cfg.steps)))
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on norms, biases, position embeddings and tokens (1-D parameters
     and ``model.no_weight_decay()``), but decay on MFF's fusion logits and projections."""
