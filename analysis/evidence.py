@@ -173,11 +173,11 @@ def do_sweep(job: Job, p: Profile, out: Path) -> dict:
 
 def learning_record(trained, start, gain: float, ci: list[float]) -> dict:
     """The learning criterion's numbers for a run (``probes.learning``), JSON-ready."""
-    from workbench.probes.learning import MIN_GAIN, MIN_GAIN_LOW
+    from workbench.probes.learning import passes
 
     return {"trained": float(trained.mean()), "init": float(start.mean()), "gain": gain,
             "ci": [float(c) for c in ci], "n_test": int(trained.size),
-            "passed": bool(gain >= MIN_GAIN and ci[0] > MIN_GAIN_LOW)}
+            "passed": passes(gain, ci)}
 
 
 def do_hessian(job: Job, p: Profile, out: Path) -> dict:

@@ -324,7 +324,7 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path, capfd):
 
 def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
     """The MAE and MFF requests are the shipped runs' own command (so --train retrains them
-    exactly); the pixel-target MAE trains a third of their steps with norm_pix_loss off, in
+    exactly); the pixel-target MAE trains a sixth of their steps with norm_pix_loss off, in
     runs/mae-pixels-tiny."""
     from workbench.shipped import SHIPPED_RUNS
 
@@ -337,9 +337,9 @@ def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
         ["train", "--model", "mff", *tiny, "--steps", "60", "--seed", "1", "--seed", "0",
          "--set", "threads=1"]
     assert make_figures.train_request(runs["pixels"], None, ["--seed", "1"]) == \
-        ["train", "--model", "mae", *tiny, "--steps", "200", "--seed", "1",
+        ["train", "--model", "mae", *tiny, "--steps", "100", "--seed", "1",
          "--set", "norm_pix_loss=false"]
-    assert make_figures.run_steps(runs["pixels"], 60) == 20
+    assert make_figures.run_steps(runs["pixels"], 60) == 10
     assert make_figures.run_steps(runs["pixels"], 2) == 1
     ckpt, cmd = make_figures.plan_run("pixels", Path("/r"), None, [])
     assert ckpt.parent == Path("/r/mae-pixels-tiny") and cmd[cmd.index("--out") + 1] == str(ckpt.parent)

@@ -349,6 +349,21 @@ def test_probe_scores_figure_draws_grouped_bars(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["linear cls", "kNN cls"]
 
 
+def test_probe_scores_figure_draws_controls_and_baselines():
+    """Four models (two at init, hatched) share each group without overlapping; a baseline is a
+    labelled line at its accuracy."""
+    scores = {name: {"linear mean": a, "kNN cls": a / 2} for name, a in
+              (("MAE", 0.4), ("MFF-MAE", 0.5), ("MAE at init", 0.2), ("MFF-MAE at init", 0.2))}
+    fig = plots.probe_scores_figure(scores, baselines={"raw pixels, linear": 0.18})
+    ax = fig.axes[0]
+    bars = sorted(ax.patches, key=lambda p: p.get_x())
+    assert [round(p.get_height()) for p in bars[:4]] == [40, 50, 20, 20]
+    assert all(a.get_x() + a.get_width() <= b.get_x() + 1e-9 for a, b in zip(bars, bars[1:]))
+    assert [p.get_hatch() for p in bars[:4]] == [None, None, "//", "//"]
+    line = next(l for l in ax.get_lines() if l.get_label().startswith("raw pixels"))
+    assert line.get_ydata()[0] == pytest.approx(18.0) and "18.0 %" in line.get_label()
+
+
 def _wilson(k, n, z=1.959963984540054):
     """The Wilson score interval, written out (independent of scipy)."""
     p = k / n

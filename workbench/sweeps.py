@@ -16,8 +16,8 @@ import numpy as np
 from .checkpoints import load_checkpoint
 from .data import BUILTIN_SETS, fixed_batch
 from .probes import probe_correct
-from .probes.learning import (CRITERION_POOL, CRITERION_TEST, MIN_GAIN, MIN_GAIN_LOW,
-                              initial_models, paired_gain)
+from .probes.learning import (CRITERION_POOL, CRITERION_TEST, initial_models, paired_gain,
+                              passes)
 from .training import TrainConfig, evaluate, train
 
 
@@ -57,8 +57,7 @@ class MaskRatioSweep:
             return (f"the probe has {n} held-out images, the learning criterion needs "
                     f"{CRITERION_TEST}; with {self.steps} training steps per ratio the runs are "
                     f"not shown to have learned")
-        failing = {r: g for r, (g, ci) in self.learning_gains().items()
-                   if not (g >= MIN_GAIN and ci[0] > MIN_GAIN_LOW)}
+        failing = {r: g for r, (g, ci) in self.learning_gains().items() if not passes(g, ci)}
         if failing:
             gains = ", ".join(f"{r:g}: {100 * g:+.1f}" for r, g in failing.items())
             return (f"the runs at ratios {sorted(failing)} do not pass the learning criterion "

@@ -15,7 +15,9 @@ dicts), never a figure; ``workbench.plots`` draws them.
 * :func:`layer_probes` -- linear and kNN accuracy of every block (cls and mean-pooled)
 * :func:`linear_cka`, :func:`cka_matrix` -- representation similarity between layers / models
 * :func:`attention_maps`, :func:`attention_statistics` -- attention distance, entropy, NMI
-* :func:`knn_history` -- the kNN monitor's held-out accuracy over training
+* :func:`knn_history` -- the feature monitor's held-out accuracy over training
+* :func:`learning_check`, :func:`initial_model` -- has a run learned? Its linear probe against
+  its own initialisation (``probes.learning``: the learning criterion)
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .attention import (AttentionStatistics, attention_distance, attention_entro
                         patch_distances)
 from .history import KnnHistory, NoKnnLogError, knn_history
 from .layers import LayerProbes, block_features, layer_probes
+from .learning import LearningCheck, initial_model, initial_models, learning_check
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
@@ -54,4 +57,5 @@ __all__ = [
     "attention_maps", "attention_distance", "attention_entropy", "attention_nmi",
     "patch_conditional", "patch_distances", "attention_statistics", "AttentionStatistics",
     "knn_history", "KnnHistory", "NoKnnLogError", "layer_probes", "LayerProbes", "block_features",
+    "learning_check", "LearningCheck", "initial_model", "initial_models",
 ]

@@ -32,6 +32,12 @@ CRITERION_POOL = "mean"
 CRITERION_TRAIN, CRITERION_TEST = 1024, 2048  # probe training / held-out shapes
 
 
+def passes(gain: float, ci) -> bool:
+    """The criterion on a paired gain and its 95 % interval: ``gain >= MIN_GAIN`` and the
+    interval's lower end above ``MIN_GAIN_LOW``."""
+    return bool(gain >= MIN_GAIN and ci[0] > MIN_GAIN_LOW)
+
+
 @dataclass
 class LearningCheck(AsDict):
     """A trained encoder against its initialisation (and raw pixels) on the same images."""
@@ -117,7 +123,7 @@ def learning_check(model, init, train=None, test=None, *, pixels: bool = True,
         trained=float(trained[pool].mean()), init=float(start[pool].mean()),
         pixels=float(pixel_correct(train, test, seed).mean()) if pixels else None,
         gain=gain, ci=ci, n_test=len(test[1]), n_train=len(train[1]), pool=pool,
-        passed=bool(gain >= MIN_GAIN and ci[0] > MIN_GAIN_LOW), chance=1 / n_classes,
+        passed=passes(gain, ci), chance=1 / n_classes,
         extra=other)
 
 
