@@ -1,12 +1,15 @@
 """Command line: ``python -m workbench train ...``, ``info CHECKPOINT`` and ``settings``.
 
-Only the commands import torch: ``--help`` and argument errors answer at once."""
+Only the commands import torch: ``--help`` and argument errors answer at once. ``train
+--dry-run`` resolves the settings, prints the plan and the memory estimate
+(:mod:`workbench.sizes`) and exits without training or writing anything."""
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -61,6 +64,7 @@ TRAIN_EXAMPLES = """examples:
   python -m workbench train --model mae --steps 600        # tiny MAE, longer
   python -m workbench train --resume --out runs/mae-tiny   # continue (settings from the checkpoint)
   python -m workbench train --data ~/imagenet --preset vit-b --set mask_ratio=0.8
+  python -m workbench train --preset vit-b --batch-size 64 --dry-run   # the plan and its memory
   torchrun --nproc-per-node 2 -m workbench train --model mae --preset gpu-small
   python -m workbench settings                             # every --set name with its default
 """
@@ -103,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--knn-every", type=int, help="log held-out kNN accuracy every N steps, 0: off "
       "(default: the preset's, tiny 100)")
     a("--no-progress", action="store_true", help="no progress bar or log lines, only the result")
+    a("--dry-run", action="store_true", help="print the resolved plan and its memory estimate, "
+      "refuse what cannot fit, and exit without training or writing anything")
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="any model or training setting, repeatable (`settings` lists them)")
     p.train_parser = t  # for error messages with the train usage
@@ -141,6 +147,9 @@ def cmd_train(args, parser) -> int:
             cfg = TrainConfig.from_dict(saved).continued(fields, overrides, **session)
         else:
             cfg = TrainConfig(**fields, **session, model_overrides=overrides)
+        if args.dry_run:
+            print(dry_run(cfg, resumed=saved is not None))
+            return 0
         train(cfg)
     # OSError: a full disk, a run directory that is locked, unwritable or already used, missing
     # data; every message names the problem (and, mid-run, the last good checkpoint)
@@ -148,6 +157,59 @@ def cmd_train(args, parser) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def dry_run(cfg, resumed: bool = False) -> str:
+    """What ``train`` would do with ``cfg``, checked as a run checks it (settings, batch split,
+    masked patches, memory), without building a model, opening the data or writing anything;
+    a setting that would fail raises as the run would (a ValueError naming it)."""
+    from .io import run_files
+    from .sizes import check_training_fits, device_memory, human_bytes
+    from .training.distributed import Dist, pick_device
+    from .training.loop import check_batch_split
+    from .training.schedule import peak_lr, warmup_steps
+    from .training.settings import build_model_config, check_mask_count, resolve
+    from .training.step import pick_precision
+
+    cfg = resolve(cfg)
+    mcfg = build_model_config(cfg)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_batch_split(cfg, Dist(world=world))
+    check_mask_count(mcfg, cfg.preset)
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))  # as the run would
+    precision = pick_precision(cfg.precision, device)
+    size = check_training_fits(mcfg, cfg.batch_size, world, cfg.accum_steps, device, precision)
+    files = run_files(cfg.out)
+    state = ("continues its checkpoint (--resume)" if resumed else
+             "holds a checkpoint: without --resume the run is refused"
+             if files.checkpoint.exists() else "new")
+    stop = f", stopping at {cfg.stop_after}" if cfg.stop_after else ""
+    fused = f", fusing layers {mcfg.fused_layers}" if mcfg.kind == "mff" else ""
+    lines = [
+        "[dry-run] the plan; nothing is trained or written",
+        f"run                {cfg.out} ({state})",
+        f"model              {mcfg.kind}, preset {cfg.preset}: {mcfg.img_size} px images in "
+        f"{mcfg.patch_size} px patches ({mcfg.num_patches}), encoder {mcfg.depth} x "
+        f"{mcfg.embed_dim} ({mcfg.num_heads} heads), decoder {mcfg.decoder_depth} x "
+        f"{mcfg.decoder_embed_dim}, mask_ratio {mcfg.mask_ratio}{fused}",
+        f"data               {cfg.data} (augment {cfg.augment}; not opened by --dry-run)",
+        f"steps              {cfg.steps}{stop}; warmup {warmup_steps(cfg)}, peak lr "
+        f"{peak_lr(cfg):.3g}",
+        f"batch              {cfg.batch_size} images a step = {world} rank(s) x "
+        f"{cfg.accum_steps} micro-batch(es) x {size.micro_batch} images",
+        f"device             {device}, {precision}",
+        f"writes             checkpoint {every(cfg.ckpt_every, 'at the end')}, log "
+        f"{every(cfg.log_every)}, snapshots {every(cfg.snapshot_every)}, kNN "
+        f"{every(cfg.knn_every)}",
+        *size.lines(),
+        f"memory             fits: {device_memory(device).where} "
+        f"(needs ~{human_bytes(size.total_bytes)})"]
+    return "\n".join(lines)
+
+
+def every(steps: int, otherwise: str = "never") -> str:
+    """'every 200 steps', or ``otherwise`` for 0 (off)."""
+    return f"every {steps} steps" if steps else otherwise
 
 
 def cmd_settings(args) -> int:
@@ -174,19 +236,25 @@ def cmd_settings(args) -> int:
 def cmd_info(args) -> int:
     from .checkpoints import CheckpointError, load_checkpoint
     from .io import checkpoint_path
+    from .sizes import training_size
 
     path = checkpoint_path(args.checkpoint)  # a run directory names its checkpoint
-    try:
-        summary = load_checkpoint(path).checkpoint_info.summary()
+    try:  # the settings are checked against the weights and the memory before a model is built
+        info = load_checkpoint(path).checkpoint_info
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    summary = info.summary()
+    size = training_size(info.config, micro_batch=1)
+    estimate = {**size.model.summary(), "training_state_bytes": size.state_bytes,
+                "activation_bytes_per_image": size.activation_bytes}
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        width = max(len(k) for k in summary)
-        for k, v in summary.items():
-            print(f"{k:<{width}}  {v}")
+        print(json.dumps({**summary, **estimate}, indent=2))
+        return 0
+    width = max(len(k) for k in summary)
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {v}")
+    print("\n".join(size.lines()[:-1]))  # from the settings; activations scale with the batch
     return 0
 
 

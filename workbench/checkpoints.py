@@ -42,6 +42,7 @@ from .config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_laye
 from .io import atomic_save, atomic_write, checkpoint_path
 from .models import MaskedAutoencoder, MultiLevelFusion, model_from_config
 from .registry import Registry
+from .sizes import TooLarge, check_model_fits
 
 FORMAT = "mim-workbench"
 FORMAT_VERSION = 1
@@ -225,7 +226,10 @@ def detect_layout(obj: dict) -> str:
 def convert_workbench(obj: dict, overrides: dict):
     """Our own files: the config is stored, the keys are already ours."""
     cfg = ModelConfig.from_dict({**obj["config"], **overrides})
-    return obj["model"], cfg, bool(obj.get("has_decoder", True))
+    has_decoder = bool(obj.get("has_decoder", True))
+    check_weights_agree(cfg, obj["model"], has_decoder, "workbench",
+                        claims_of(cfg, overrides, "the file's config"))
+    return obj["model"], cfg, has_decoder
 
 
 @LAYOUTS.register("mmpretrain")
@@ -233,6 +237,7 @@ def convert_mmpretrain(obj: dict, overrides: dict):
     """mmpretrain MAE / MFF: rename ``backbone.`` / ``neck.`` keys, infer the settings."""
     sd = mmpretrain_to_official(obj["state_dict"])
     cfg, has_decoder = infer_config(sd, "mmpretrain", obj.get("args"), **overrides)
+    check_weights_agree(cfg, sd, has_decoder, "mmpretrain", claims_of(cfg, overrides))
     return sd, cfg, has_decoder
 
 
@@ -256,7 +261,103 @@ def _convert_vit(obj: dict, layout: str, overrides: dict):
         raise CheckpointError("this ViT pools with fc_norm (global average pooling); only "
                               "class-token ViTs with a final norm are supported")
     cfg, has_decoder = infer_config(sd, layout, obj.get("args"), **overrides)
+    check_weights_agree(cfg, sd, has_decoder, layout, claims_of(cfg, overrides))
     return sd, cfg, has_decoder
+
+
+# ------------------------------------------------------------------------------- vs the weights
+# Every converter compares the settings it will build from (a config.json, a stored config, the
+# caller's overrides) with what the tensors themselves fix, before a model is built: a file whose
+# config says ten million blocks while its weights hold two is refused in one line instead of
+# building ten million blocks. (mae-official, timm and mmpretrain take their dimensions from the
+# shapes, so there only overrides can disagree; their args / meta set no dimension.)
+Claims = Callable[[str], str]  # a setting's name -> what says it, "config.json says depth=12"
+
+
+def claims_of(cfg: ModelConfig, overrides: dict, source: str = "the settings read from the file",
+              said: Claims | None = None) -> Claims:
+    """How a message names each setting's source: an override as such, the rest by ``said``
+    (default: "<source> says <name>=<value>")."""
+    def claim(name: str) -> str:
+        if name in overrides:
+            return f"the override {name}={overrides[name]!r}"
+        if said is not None:
+            return said(name)
+        value = cfg.fused_layers if name == "fuse_layers" else getattr(cfg, name)
+        return f"{source} says {name}={value!r}"
+    return claim
+
+
+def _block_indices(sd: dict, prefix: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in sd
+                   if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))})
+
+
+def _held_blocks(sd: dict, prefix: str, what: str) -> int:
+    """How many ``prefix``N. blocks the weights hold; numbering with gaps is an error (a file
+    with blocks 0 and 9999999 does not hold ten million blocks)."""
+    idx = _block_indices(sd, prefix)
+    if idx and idx != list(range(len(idx))):
+        shown = idx if len(idx) <= 6 else [*idx[:3], "...", *idx[-2:]]
+        raise CheckpointError(f"the weights hold {len(idx)} {what} blocks numbered {shown}, not "
+                              f"0..{len(idx) - 1}: blocks are missing, the file is incomplete "
+                              f"or corrupt")
+    return len(idx)
+
+
+def held_by_weights(sd: dict, has_decoder: bool) -> dict[str, tuple[Any, Callable, str]]:
+    """The settings the tensors fix: ``{setting: (value, how to read it off a config, what a
+    message says the weights hold)}``, for what the file has."""
+    held: dict[str, tuple[Any, Callable, str]] = {}
+    plain = lambda name: lambda c: getattr(c, name)  # noqa: E731 - a table of one-liners
+    w = sd.get("patch_embed.proj.weight")
+    if isinstance(w, torch.Tensor) and w.ndim == 4:
+        shape = f"patch_embed.proj.weight {list(w.shape)}"
+        dim, chans, patch = w.shape[0], w.shape[1], w.shape[-1]
+        held["embed_dim"] = (dim, plain("embed_dim"), f"width {dim} ({shape})")
+        held["in_chans"] = (chans, plain("in_chans"), f"{chans} input channels ({shape})")
+        held["patch_size"] = (patch, plain("patch_size"), f"{patch} px patches ({shape})")
+        pos = sd.get("pos_embed")
+        grid = math.isqrt(pos.shape[1] - 1) if isinstance(pos, torch.Tensor) and pos.ndim == 3 \
+            and pos.shape[1] > 1 else 0
+        if grid and grid * grid == pos.shape[1] - 1:
+            held["img_size"] = (grid * patch, plain("img_size"),
+                                f"{grid}x{grid} patches of {patch} px, {grid * patch} px images "
+                                f"(pos_embed {list(pos.shape)})")
+    depth = _held_blocks(sd, "blocks.", "encoder")
+    held["depth"] = (depth, plain("depth"), f"{depth} encoder blocks")
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    if isinstance(fc1, torch.Tensor) and fc1.ndim == 2:
+        held["mlp_ratio"] = (fc1.shape[0], lambda c: int(c.embed_dim * c.mlp_ratio),
+                             f"an MLP of {fc1.shape[0]} hidden units (blocks.0.mlp.fc1.weight "
+                             f"{list(fc1.shape)})")
+    de = sd.get("decoder_embed.weight")
+    if has_decoder and isinstance(de, torch.Tensor) and de.ndim == 2:
+        held["decoder_embed_dim"] = (de.shape[0], plain("decoder_embed_dim"),
+                                     f"decoder width {de.shape[0]} (decoder_embed.weight "
+                                     f"{list(de.shape)})")
+        n = _held_blocks(sd, "decoder_blocks.", "decoder")
+        held["decoder_depth"] = (n, plain("decoder_depth"), f"{n} decoder blocks")
+    logits = sd.get("fusion.logits")
+    if isinstance(logits, torch.Tensor):
+        held["fuse_layers"] = (logits.numel(), lambda c: len(c.fused_layers) if
+                               MODEL_KINDS.get(c.kind).has_fusion else logits.numel(),
+                               f"fusion weights for {logits.numel()} layers (fusion.logits)")
+    return held
+
+
+def check_weights_agree(cfg: ModelConfig, sd: dict, has_decoder: bool, layout: str,
+                        claim: Claims) -> None:
+    """Refuse, before anything is built, settings the tensors contradict (block counts, widths,
+    patch and image size, MLP width, fused layers), naming each disagreement in one line:
+    "config.json says num_hidden_layers=10000000 but the weights hold 2 encoder blocks"."""
+    problems = [f"{claim(name)} but the weights hold {text}"
+                for name, (value, wanted, text) in held_by_weights(sd, has_decoder).items()
+                if wanted(cfg) != value]
+    if problems:
+        raise CheckpointError(f"{layout} checkpoint contradicts itself: " + "; ".join(problems)
+                              + ". Nothing was built; correct the setting (or drop the override) "
+                                "to match the weights")
 
 
 # ------------------------------------------------------------------------------- key names
@@ -378,6 +479,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     obj = read_checkpoint(path, map_location)
     layout = detect_layout(obj)
     sd, cfg, has_decoder = LAYOUTS.get(layout)(obj, overrides)
+    try:  # the size, from the settings alone, before a block is built
+        check_model_fits(cfg, map_location, f"the model {path} describes")
+    except TooLarge as e:
+        raise CheckpointError(str(e)) from e
     info = _describe(obj, sd, str(path), layout, cfg, has_decoder)
     model = model_from_config(cfg, has_decoder=has_decoder, source=info)
     load_state(model, sd, layout)

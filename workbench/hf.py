@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import LAYOUTS, CheckpointError, infer_config, write_safetensors
+from .checkpoints import (LAYOUTS, CheckpointError, check_weights_agree, claims_of, infer_config,
+                          write_safetensors)
 from .config import ModelConfig
 from .io import atomic_write_text
 from .models import MaskedAutoencoder
@@ -56,6 +57,11 @@ _SUB = [("layernorm_before.", "layernorm_before.", "norm1."),
 _QKV = [("attention.attention.query.", "attention.q_proj."),
         ("attention.attention.key.", "attention.k_proj."),
         ("attention.attention.value.", "attention.v_proj.")]
+# Our settings -> the config.json keys that set them (config_from_hf), for messages.
+HF_NAMES = {"depth": "num_hidden_layers", "embed_dim": "hidden_size", "img_size": "image_size",
+            "patch_size": "patch_size", "in_chans": "num_channels",
+            "mlp_ratio": "intermediate_size", "decoder_embed_dim": "decoder_hidden_size",
+            "decoder_depth": "decoder_num_hidden_layers"}
 _BLOCK_KEY = re.compile("^(" + "|".join(re.escape(p) for hub, other, _ in _BLOCKS
                                          for p in (hub, *other)) + r")(\d+)\.(.+)$")
 
@@ -227,9 +233,24 @@ def convert_huggingface(obj: dict, overrides: dict):
     if hf is None:  # a weights file without its config.json: shapes, and transformers' eps
         cfg, has_decoder = infer_config(sd, "huggingface", None,
                                         **{"layer_norm_eps": 1e-12, **overrides})
+        check_weights_agree(cfg, sd, has_decoder, "huggingface", claims_of(cfg, overrides))
         return sd, cfg, has_decoder
     has_decoder = "decoder_embed.weight" in sd
-    return sd, config_from_hf(hf, has_decoder, overrides), has_decoder
+    cfg = config_from_hf(hf, has_decoder, overrides)
+    check_weights_agree(cfg, sd, has_decoder, "huggingface",
+                        claims_of(cfg, overrides, said=config_json_claim(hf, cfg)))
+    return sd, cfg, has_decoder
+
+
+def config_json_claim(hf: dict, cfg: ModelConfig):
+    """How a disagreement names a setting of config.json, in its own key names:
+    "config.json says num_hidden_layers=10000000"."""
+    def claim(name: str) -> str:
+        key = HF_NAMES.get(name, name)
+        if key in hf:
+            return f"{HF_CONFIG} says {key}={hf[key]!r}"
+        return f"{HF_CONFIG} has no {key} (so {name}={getattr(cfg, name)!r}, the default)"
+    return claim
 
 
 # ------------------------------------------------------------------------------- export

@@ -18,9 +18,15 @@ def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedA
     """A freshly initialised MAE (``kind="mae"``) or MFF-MAE (``kind="mff"``).
 
     ``preset`` is one of ``tiny``, ``vit-s``, ``vit-b``, ``vit-l``, ``vit-h``; any
-    :class:`~workbench.config.ModelConfig` field can be overridden by keyword.
+    :class:`~workbench.config.ModelConfig` field can be overridden by keyword. A config that
+    cannot fit in this machine's memory is refused before anything is allocated
+    (:func:`workbench.sizes.check_model_fits`).
     """
-    return model_from_config(model_config(kind, preset, **overrides))
+    from ..sizes import check_model_fits
+
+    cfg = model_config(kind, preset, **overrides)
+    check_model_fits(cfg)
+    return model_from_config(cfg)
 
 
 __all__ = ["build_model", "model_from_config", "MaskedAutoencoder", "MFFMaskedAutoencoder",

@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from ..models.modes import eval_mode
 from ..results import AsDict
-from .hessian import HVPOperator, _as_param_list
+from ..sizes import check_hessian_fits, check_vectors_fit
+from .hessian import AnnouncedHVPOperator, _as_param_list
 
 
 def _positive_int(name: str, value) -> int:
@@ -62,6 +63,13 @@ def mae_loss_fn(model: nn.Module, batches, seed: int = 0, mask_ratio: float | No
                           seed=seed + i).loss for i, x in enumerate(imgs))
         return total / len(imgs)
     return loss_fn
+
+
+def _count_images(batches) -> int:
+    """Images over ``batches`` (as :func:`mae_loss_fn` reads them): its loss is one graph."""
+    if isinstance(batches, torch.Tensor):
+        batches = [batches]
+    return sum(int((b[0] if isinstance(b, (tuple, list)) else b).shape[0]) for b in batches)
 
 
 # ------------------------------------------------------------------------------ trace
@@ -115,7 +123,7 @@ def hessian_trace(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.Te
         raise ValueError(f"rtol must be > 0 or None, got {rtol!r}")
     params = _as_param_list(params)
     begin = time.perf_counter()
-    op = HVPOperator(loss_fn, params)
+    op = AnnouncedHVPOperator(loss_fn, params, "hessian_trace", num_samples)  # says a long cost
     n, device, dtype = op.numel, params[0].device, params[0].dtype
     gen = torch.Generator().manual_seed(int(seed))
     values, stopped = [], False
@@ -215,8 +223,14 @@ def hessian_density(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.
     num_probes = _positive_int("num_probes", num_probes)
     steps = _positive_int("lanczos_steps", lanczos_steps)
     params = _as_param_list(params)
+    n = sum(p.numel() for p in params)
+    if reorthogonalize:  # the Lanczos basis, before the loss is computed
+        check_vectors_fit(min(steps, n), n, params[0].element_size(), params[0].device,
+                          f"hessian_density(lanczos_steps={steps}) Lanczos basis",
+                          "lower lanczos_steps, pass reorthogonalize=False (O(n) memory) or "
+                          "pick a parameter subset (select_parameters)")
     begin = time.perf_counter()
-    op = HVPOperator(loss_fn, params)
+    op = AnnouncedHVPOperator(loss_fn, params, "hessian_density", num_probes * min(steps, n))
     n, device, dtype = op.numel, params[0].device, params[0].dtype
     gen = torch.Generator().manual_seed(int(seed))
     m = min(steps, n)
@@ -261,6 +275,9 @@ def compare_curvature(models: Mapping[str, nn.Module], batches, params: str | Se
 
     if not models:
         raise ValueError("no models given")
+    images = _count_images(batches)
+    for name, model in models.items():  # every model's graph (one over all batches), first
+        check_hessian_fits(model, images, f"compare_curvature[{name!r}]")
     out = {}
     for name, model in models.items():
         with eval_mode(model):

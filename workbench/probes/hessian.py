@@ -47,6 +47,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import check_mask_ratio, check_mask_strategy
 from ..models import eval_mode
+from ..sizes import announce_cost, check_hessian_fits, check_vectors_fit
 
 BACKENDS = ("lanczos", "pyhessian")
 # Below this many parameters the Hessian is built densely (one HVP per column) and diagonalised:
@@ -165,6 +166,7 @@ def top_hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Iterabl
     params = _as_param_list(params)
     if backend == "lanczos":
         _warn_below_resolution(tol, dtype or params[0].dtype)
+        check_lanczos_fits(params, int(k), ncv, block, dtype)
     begin = time.perf_counter()
     vecs = None
     if backend == "lanczos":
@@ -271,6 +273,41 @@ class HVPOperator:
             out.append(piece.reshape(shape).to(p.dtype))
             i += p.numel()
         return out
+
+
+class AnnouncedHVPOperator(HVPOperator):
+    """An :class:`HVPOperator` that times its first product -- the run's own, no extra work --
+    and, when the ``planned`` products at that pace take more than a minute, prints what the
+    run will cost before going on (:func:`workbench.sizes.announce_cost`); tiny runs stay quiet."""
+
+    def __init__(self, loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
+                 what: str, planned: int):
+        super().__init__(loss_fn, params)
+        self.what, self.planned = what, planned
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        if self.planned is None:
+            return super().__call__(v)
+        begin = time.perf_counter()
+        out = super().__call__(v)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        announce_cost(self.what, time.perf_counter() - begin, self.planned - 1,
+                      "more Hessian-vector products")
+        self.planned = None
+        return out
+
+
+def check_lanczos_fits(params: list[torch.Tensor], k: int, ncv: int | None, block: int | None,
+                       dtype: torch.dtype | None) -> None:
+    """Refuse a Lanczos basis (``ncv + block + 1`` vectors of every parameter) that cannot fit
+    where the parameters are, before the loss is computed."""
+    n = sum(p.numel() for p in params)
+    basis = min(max(2 * k + 1, 20) if ncv is None else int(ncv), n)  # as _lanczos sizes it
+    vectors = basis + (min(k, 3) if block is None else int(block)) + 1
+    check_vectors_fit(vectors, n, (dtype or params[0].dtype).itemsize,
+                      params[0].device, f"top_hessian_eigenvalues(k={k}) Lanczos basis",
+                      "lower k or ncv, or pick a parameter subset (select_parameters)")
 
 
 def _start_vector(op: HVPOperator, start, seed: int, dtype, device) -> torch.Tensor:
@@ -589,9 +626,12 @@ def hessian_spectrum(model: nn.Module, batches, k: int = 5, params: str | Sequen
                 return work(imgs, mask_ratio=ratio, mask_strategy=strategy, seed=seed + i).loss
 
             start = prev if (warm_start and prev is not None) else "auto"
+            memory = check_hessian_fits(work, imgs.shape[0], "hessian_spectrum")  # before work
             res = top_hessian_eigenvalues(loss_fn, chosen, k=k, tol=tol, max_iter=max_iter,
                                           backend=backend, seed=seed + i, start=start,
                                           return_info=True)
+            if i == 0 and total:  # the first batch timed: what the others will take
+                announce_cost("hessian_spectrum", res.seconds, total - 1, "more batches", memory)
             rows.append(res.eigenvalues)
             prev = res.eigenvectors
             del res

@@ -15,6 +15,7 @@ parameters, each then filter-normalised to its own weights (:func:`compare_lands
 """
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -25,6 +26,7 @@ import torch.nn as nn
 
 from ..models.modes import eval_mode
 from ..results import AsDict
+from ..sizes import announce_cost, check_vectors_fit
 from .curvature import _positive_int, mae_loss_fn
 
 IGNORE = ("biasbn", None)
@@ -108,10 +110,17 @@ def loss_landscape(model: nn.Module, loss_fn: Callable[[], torch.Tensor], direct
     steps = _positive_int("steps", steps)
     axis = _axis(span, steps)  # [S]
     named = _trainable(model)
+    first = named[0][1]
+    check_vectors_fit(directions + 1, sum(p.numel() for _, p in named), first.element_size(),
+                      first.device, f"loss_landscape(directions={directions}) directions and "
+                      f"saved weights", "use one direction, or a smaller model")
     dirs = [filter_normalized_direction(model, seed, k, ignore) for k in range(directions)]
     saved = [p.detach().clone() for _, p in named]
     try:
+        begin = time.perf_counter()
         base = float(loss_fn())
+        announce_cost("loss_landscape", time.perf_counter() - begin, steps ** directions,
+                      "more forward passes")
         losses = np.zeros((steps,) * directions)
         for idx in np.ndindex(*losses.shape):
             for (name, p), w in zip(named, saved):

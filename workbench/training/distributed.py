@@ -167,6 +167,12 @@ class StopRequest:
 
 
 def ignore_sigint(worker_id: int) -> None:
-    """DataLoader worker init: workers ignore Ctrl-C (sent to the whole process group); the main
-    process finishes its step with them, then shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """DataLoader worker init: workers ignore the stop signals (StopRequest.SIGNALS), which reach
+    the whole process group -- Ctrl-C from a terminal, SIGTERM from torchrun (its launcher
+    forwards a SIGTERM it gets to each rank's process group), Slurm or ``timeout``. The main
+    process finishes its step with them, checkpoints, then shuts them down; had they died, the
+    step after the request (DDP ranks stop one step later) would fail with "DataLoader worker is
+    killed by signal: Terminated" and no checkpoint. A worker whose main process is gone exits
+    by itself (DataLoader's watchdog)."""
+    for s in StopRequest.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from ..config import ModelConfig
 from ..data import StepBatches, build_dataset, fixed_batch
 from ..io import read_metrics, run_files
+from ..sizes import check_training_fits
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
 from .evaluation import evaluate
@@ -158,6 +159,7 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     precision = pick_precision(cfg.precision, device)
     check_batch_split(cfg, dd)
     check_mask_count(mcfg, cfg.preset)
+    check_training_fits(mcfg, cfg.batch_size, dd.world, cfg.accum_steps, device, precision)
     dataset = open_dataset(cfg, mcfg, dd)
     files = run_files(cfg.out)
     with removed_on_failure(files.root, dd):
