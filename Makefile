@@ -36,7 +36,8 @@ figures: $(STAMP)
 	$(PY) analysis/make_figures.py $(if $(filter 1,$(TRAIN)),--train)
 
 # The evidence profile: the claims over seeds, minibatches and mask ratios (analysis/evidence.py;
-# about 50 min on 2 CPU cores, resumable: run it again after an interruption).
+# about 95 min on 2 CPU cores in the learning regime, resumable: run it again after an
+# interruption; --report-only rebuilds the report from its job files).
 # EVIDENCE_PROFILE=gpu scales the same plan up on a GPU.
 EVIDENCE_PROFILE ?= cpu
 evidence: $(STAMP)
