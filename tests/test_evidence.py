@@ -103,3 +103,23 @@ def test_bad_arguments_are_named(bad, capsys):
     with pytest.raises(SystemExit):
         evidence.main(bad)
     assert bad[0] in capsys.readouterr().err
+
+
+def test_the_committed_cpu_evidence_rebuilds_from_its_job_files(tmp_path):
+    """docs/results/cpu-evidence: --report-only on a copy of its jobs/ gives the committed
+    claims.json and findings tables again; and every pretraining run in it has learned (the
+    learning criterion, per seed), so its claims are about trained models."""
+    import shutil
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu-evidence"
+    shutil.copytree(committed / "jobs", tmp_path / "jobs")
+    assert evidence.main(["--profile", "cpu", "--out", str(tmp_path), "--report-only"]) == 0
+    assert json.loads((tmp_path / "claims.json").read_text()) == \
+        json.loads((committed / "claims.json").read_text())
+    ours, theirs = ((d / "findings.md").read_text() for d in (tmp_path, committed))
+    assert ours.split("Verdicts:")[1] == theirs.split("Verdicts:")[1]
+    for name in ("learning_curves", "fusion_trajectories", "frequency_seeds", "forest"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    for seed in evidence.PROFILES["cpu"].seeds:
+        measured = json.loads((committed / "jobs" / f"measure-seed{seed}.json").read_text())
+        assert all(rec["passed"] for rec in measured["result"]["learning"].values())
