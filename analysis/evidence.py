@@ -145,30 +145,29 @@ def do_supervised(job: Job, p: Profile, out: Path) -> dict:
 
 
 def do_sweep(job: Job, p: Profile, out: Path) -> dict:
-    """One sweep point, with its control: the masked losses, and the linear probe (the
-    criterion's sizes and pooling) on the trained model and on its initialisation, image by
-    image -- the learning check of that run."""
+    """One sweep point (``sweeps.measure_at_ratio``: the masked losses and the linear probe, here
+    on the criterion's images) with its control: the same probe on the run's initialisation,
+    image by image -- the learning check of that run."""
+    import numpy as np
+
     from workbench.checkpoints import load_checkpoint
     from workbench.data import fixed_batch
-    from workbench.probes.learning import (CRITERION_POOL, criterion_sets, initial_model,
-                                           paired_gain, pool_correct)
-    from workbench.sweeps import train_at_ratio
-    from workbench.training import evaluate
+    from workbench.probes import probe_correct
+    from workbench.probes.learning import CRITERION_POOL, criterion_sets, initial_model, paired_gain
+    from workbench.sweeps import measure_at_ratio, train_at_ratio
 
     ckpt = train_at_ratio(job.ratio, p.sweep_steps, p.sweep_batch, "mae", p.preset, job.seed,
                           out / "runs" / "sweep", p.data)
     model, init = load_checkpoint(ckpt), initial_model(Path(ckpt).parent)
     size = model.cfg.img_size
-    heldout = fixed_batch(p.data, size, 256, "heldout", job.seed)[0]
     train_set, test_set = criterion_sets(size, p.probe_train, p.probe_test, job.seed,
                                          p.probe_data)
-    trained = pool_correct(model, train_set, test_set, job.seed)[CRITERION_POOL]
-    start = pool_correct(init, train_set, test_set, job.seed)[CRITERION_POOL]
-    gain, ci = paired_gain(trained, start)
-    return {"loss_own_ratio": evaluate(model, heldout, mask_ratio=job.ratio, seed=job.seed),
-            "loss_at_075": evaluate(model, heldout, mask_ratio=0.75, seed=job.seed),
-            "probe_correct": trained.tolist(), "init_correct": start.tolist(),
-            "learning": learning_record(trained, start, gain, ci)}
+    heldout = fixed_batch(p.data, size, 256, "heldout", job.seed)[0]
+    point = measure_at_ratio(model, job.ratio, (heldout, train_set, test_set), job.seed)
+    trained = np.asarray(point["probe_correct"])
+    start = probe_correct(init, train_set, test_set, CRITERION_POOL, seed=job.seed)
+    return {**point, "init_correct": start.tolist(),
+            "learning": learning_record(trained, start, *paired_gain(trained, start))}
 
 
 def learning_record(trained, start, gain: float, ci: list[float]) -> dict:
@@ -485,14 +484,13 @@ def controls_table(p: Profile, results: dict[str, dict]) -> list[str]:
     ViT already shows."""
     import numpy as np
 
+    from workbench.findings import depth_slope
     from workbench.probes import FrequencyResponse
 
-    def slope(r: FrequencyResponse) -> float:
+    def slope(r: FrequencyResponse) -> float:  # of the mean curve, over the blocks
         rows = r.block_rows
-        x = np.asarray(r.depth, dtype=float)[rows]
-        y = np.asarray(r.high_frequency, dtype=float)[rows]
-        x = x - x.mean()
-        return float((y - y.mean()) @ x / (x @ x))
+        return float(depth_slope(np.asarray(r.high_frequency, dtype=float)[rows],
+                                 np.asarray(r.depth, dtype=float)[rows]))
 
     lines = ["## Controls: trained against initialisation, seed by seed", "",
              "| seed | model | high-frequency slope over depth, trained / init | last block "

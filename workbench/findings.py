@@ -604,18 +604,12 @@ def adjust_family(claims: Sequence[Claim], alpha: float = 0.05) -> list[Claim]:
 
 
 # ----------------------------------------------------------------------------- the claim functions
-def _weighted_depth(weights: np.ndarray, layers: Sequence[int]) -> np.ndarray:
-    """[T, L] fusion weights over fused layers -> [T] weighted mean depth (0 first, 1 last)."""
-    layers = np.asarray(layers, dtype=float)
-    return weights @ (layers / max(1.0, layers.max()))
-
-
 def _depth_shifts(histories) -> tuple[list[float], str]:
     """Per seed, the weighted depth at the last logged step minus at the first; and a note when
     the first logged step is not the initialisation."""
     shifts, starts = [], []
     for h in _seeds(histories):
-        depth = _weighted_depth(np.asarray(h.weights, dtype=float), h.layers)
+        depth = h.weighted_depth()  # probes.FusionHistory
         shifts.append(float(depth[-1] - depth[0]))
         starts.append(int(h.steps[0]))
     note = "" if all(s == 0 for s in starts) else \
@@ -624,7 +618,7 @@ def _depth_shifts(histories) -> tuple[list[float], str]:
 
 
 def attainable_depth_shift(layers: Sequence[int], lr_sum: float) -> float:
-    """The largest decrease of the fusion's weighted depth (:func:`_weighted_depth`) that the
+    """The largest decrease of the fusion's weighted depth (``FusionHistory.weighted_depth``) that the
     fusion logits can reach when they start equal and each moves by at most ``lr_sum`` (AdamW
     moves a parameter by at most about lr per step, so by at most the sum of the lr's).
 
@@ -707,7 +701,7 @@ def _high_frequency_rows(r) -> np.ndarray:
     return np.asarray(per_image if per_image is not None else r.high_frequency[None], dtype=float)
 
 
-def _depth_slope(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
+def depth_slope(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """Least-squares slope over depth of [..., L] values (one slope per leading index)."""
     x = depth - depth.mean()
     return (values - values.mean(-1, keepdims=True)) @ x / (x @ x)
@@ -722,7 +716,7 @@ def shallow_layers_more_high_frequency(name: str, responses, *,
     for r in _seeds(responses):
         rows = r.block_rows
         depth = np.asarray(r.depth, dtype=float)[rows]
-        samples.append(_depth_slope(_high_frequency_rows(r)[:, rows], depth))
+        samples.append(depth_slope(_high_frequency_rows(r)[:, rows], depth))
         firsts.append(float(r.high_frequency[rows[0]]))
         lasts.append(float(r.high_frequency[rows[-1]]))
     value, reason = _sesoi(sesoi, SESOI_DEPTH_SLOPE)

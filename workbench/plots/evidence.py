@@ -39,11 +39,6 @@ def learning_curves_figure(curves: Mapping[str, Sequence[Sequence[Mapping[str, f
     return fig
 
 
-def _weighted_depth(weights: np.ndarray, layers: Sequence[int]) -> np.ndarray:
-    x = np.asarray(layers, dtype=float)
-    return np.asarray(weights, dtype=float) @ (x / max(1.0, x.max()))
-
-
 def fusion_trajectories_figure(mff: Sequence[Any], supervised: Sequence[Any],
                                seeds: Sequence[int]):
     """The fusion's weighted depth (0 first layer, 1 last) against step, every seed, under MFF
@@ -53,7 +48,7 @@ def fusion_trajectories_figure(mff: Sequence[Any], supervised: Sequence[Any],
     for i, seed in enumerate(seeds):
         for hist, style, what in ((mff[i], "-", "MFF pretraining"),
                                   (supervised[i], "--", "supervised")):
-            ax.plot(hist.steps, _weighted_depth(hist.weights, hist.layers), ls=style,
+            ax.plot(hist.steps, hist.weighted_depth(), ls=style,
                     color=f"C{i}", label=f"{what}, seed {seed}")
     ax.set_xlabel("training step"), ax.set_ylabel("weighted depth of the fusion")
     ax.set_title("fusion trajectories (lower = toward shallow layers)", fontsize=10)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import default_fuse_layers
@@ -21,6 +22,13 @@ class FusionHistory:
     steps: torch.Tensor  # [T] int64 training steps
     weights: torch.Tensor  # [T, L] float64 normalised fusion weights (each row sums to 1)
     layers: list[int]  # [L] encoder block index of each fused layer (0-based)
+
+    def weighted_depth(self) -> np.ndarray:
+        """[T] the fusion's weighted mean depth at each step: the fused layers' block indices
+        scaled to [0, 1] (0 the first block, 1 the deepest fused one), weighted by the
+        normalised weights -- lower means the fusion leans on shallower layers."""
+        layers = np.asarray(self.layers, dtype=float)
+        return np.asarray(self.weights, dtype=float) @ (layers / max(1.0, layers.max()))
 
     def to_dict(self) -> dict:
         """JSON-ready: {"steps": [T], "weights": [T][L], "layers": [L]}."""

@@ -166,14 +166,13 @@ def top_hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Iterabl
     params = _as_param_list(params)
     if backend == "lanczos":
         _warn_below_resolution(tol, dtype or params[0].dtype)
-        check_lanczos_fits(params, int(k), ncv, block, dtype)
-    begin = time.perf_counter()
-    vecs = None
-    if backend == "lanczos":
+        check_lanczos_fits(params, int(k), ncv, block, dtype)  # before the loss is computed
+        begin = time.perf_counter()
         eigs, count, n, vecs = _lanczos(loss_fn, params, int(k), tol, max_iter, dtype, seed, ncv,
                                         start, block)
     else:
-        eigs, count, n = _pyhessian(loss_fn, params, int(k), tol, max_iter, seed)
+        begin = time.perf_counter()
+        eigs, count, n, vecs = (*_pyhessian(loss_fn, params, int(k), tol, max_iter, seed), None)
     order = np.argsort(-np.abs(eigs), kind="stable")
     values = torch.as_tensor(np.asarray(eigs)[order], dtype=torch.float64)
     if vecs is not None:
@@ -303,11 +302,19 @@ def check_lanczos_fits(params: list[torch.Tensor], k: int, ncv: int | None, bloc
     """Refuse a Lanczos basis (``ncv + block + 1`` vectors of every parameter) that cannot fit
     where the parameters are, before the loss is computed."""
     n = sum(p.numel() for p in params)
-    basis = min(max(2 * k + 1, 20) if ncv is None else int(ncv), n)  # as _lanczos sizes it
-    vectors = basis + (min(k, 3) if block is None else int(block)) + 1
-    check_vectors_fit(vectors, n, (dtype or params[0].dtype).itemsize,
+    block, ncv = lanczos_sizes(k, n, ncv, block)
+    check_vectors_fit(ncv + block + 1, n, (dtype or params[0].dtype).itemsize,
                       params[0].device, f"top_hessian_eigenvalues(k={k}) Lanczos basis",
                       "lower k or ncv, or pick a parameter subset (select_parameters)")
+
+
+def lanczos_sizes(k: int, n: int, ncv: int | None, block: int | None) -> tuple[int, int]:
+    """(block size, basis size) of the block Lanczos for the top ``k`` of ``n`` parameters:
+    ``block = min(k, 3)`` and ``ncv = max(2k + 1, 20)`` unless given, the basis at least
+    ``k + 2 block`` and at most ``n``. The basis holds ``ncv + block + 1`` vectors."""
+    block = min(k, 3) if block is None else int(block)
+    ncv = max(2 * k + 1, 20) if ncv is None else int(ncv)
+    return block, min(max(ncv, k + 2 * block), n)
 
 
 def _start_vector(op: HVPOperator, start, seed: int, dtype, device) -> torch.Tensor:
@@ -435,11 +442,9 @@ def _lanczos(loss_fn, params, k, tol, max_iter, dtype, seed, ncv=None, start="au
     vdtype = pdtype if dtype is None else dtype
     if n <= max(DENSE_LIMIT, k):
         return _dense_top(op, k, pdtype, device)
-    block = min(k, 3) if block is None else int(block)
+    block, ncv = lanczos_sizes(k, n, ncv, block)
     if not 1 <= block <= n:
         raise ValueError(f"block must be between 1 and the number of parameters, got {block}")
-    ncv = max(2 * k + 1, 20) if ncv is None else int(ncv)
-    ncv = min(max(ncv, k + 2 * block), n)
     tiny = torch.finfo(vdtype).eps
     gen = torch.Generator().manual_seed(int(seed) + 1)
 

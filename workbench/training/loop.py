@@ -178,11 +178,8 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs.open(cfg, mcfg, state.step)
     monitor = build_monitor(cfg.data, cfg.knn_data, mcfg.img_size, cfg.knn_images) \
         if cfg.knn_every and dd.main else None  # rank 0 measures, the others do not wait
-    initial = initial_record(state, monitor) if saved is None else {}
-    if saved is None:  # a new run: its initialisation, the control of every probe
-        outputs.save_init(state)
-    if initial:  # a new run: where the fusion weights and the kNN accuracy start from
-        outputs.log(initial)
+    if saved is None:
+        record_start(outputs, state, monitor)
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
@@ -282,6 +279,15 @@ def log_record(state: TrainState, cfg: TrainConfig, lr: float, loss: float, ips:
     record = {"step": state.step, "loss": loss, "lr": lr, "images_per_s": ips,
               "epoch": state.step * cfg.batch_size / num_items}
     return {**record, **fusion_record(state)} if state.raw.has_fusion else record
+
+
+def record_start(outputs: RunOutputs, state: TrainState, monitor: KnnMonitor | None) -> None:
+    """A new run's step 0: its initialisation (``init.safetensors``, the control of every
+    probe) and, when it has them, where the fusion weights and the monitor start from."""
+    outputs.save_init(state)
+    initial = initial_record(state, monitor)
+    if initial:
+        outputs.log(initial)
 
 
 def initial_record(state: TrainState, monitor: KnnMonitor | None) -> dict:
