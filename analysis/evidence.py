@@ -11,7 +11,7 @@ between them. Each job writes ``OUT/jobs/<job>.json`` when it finishes (atomical
 runs checkpoint as they go, so running the command again resumes: finished jobs are skipped and a
 killed training run continues from its checkpoint. A line is printed as each job ends, and at the
 end ``OUT/claims.json``, ``OUT/findings.md`` and ``OUT/forest.png`` are written through
-``workbench.findings`` -- the same claim functions the notebooks call on one seed.
+``workbench.experiments.findings`` -- the same claim functions the notebooks call on one seed.
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def do_pretrain(job: Job, p: Profile, out: Path) -> dict:
 
 
 def do_supervised(job: Job, p: Profile, out: Path) -> dict:
-    from workbench.supervised import SupervisedFusionConfig, train_supervised_fusion
+    from workbench.training.supervised import SupervisedFusionConfig, train_supervised_fusion
 
     cfg = SupervisedFusionConfig.matching(pretrain_config(p, "mff", job.seed, out),
                                           batch_size=p.supervised_batch, data=p.probe_data,
@@ -154,7 +154,7 @@ def do_sweep(job: Job, p: Profile, out: Path) -> dict:
     from workbench.data import fixed_batch
     from workbench.probes import probe_correct
     from workbench.probes.learning import CRITERION_POOL, criterion_sets, initial_model, paired_gain
-    from workbench.sweeps import measure_at_ratio, train_at_ratio
+    from workbench.experiments.sweeps import measure_at_ratio, train_at_ratio
 
     ckpt = train_at_ratio(job.ratio, p.sweep_steps, p.sweep_batch, "mae", p.preset, job.seed,
                           out / "runs" / "sweep", p.data)
@@ -244,7 +244,7 @@ def do_measure(job: Job, p: Profile, out: Path) -> dict:
 def training_curves(run: Path) -> list[dict]:
     """The run's logged loss, held-out loss and monitor readings per step (from
     ``metrics.jsonl``), so that the report's learning curves rebuild from the job files."""
-    from workbench.io import read_metrics, run_files
+    from workbench.core.io import read_metrics, run_files
 
     keep = ("step", "loss", "heldout_loss", "knn_acc", "probe_acc")
     return [{k: r[k] for k in keep if k in r} for r in read_metrics(run_files(run).metrics)]
@@ -275,7 +275,7 @@ def _timed(job: Job, p: Profile, out: Path) -> tuple[dict, float]:
 def execute(jobs: list[Job], p: Profile, out: Path, workers: int) -> list[str]:
     """Run the unfinished jobs, ``workers`` at a time, each once its inputs exist; returns the
     names of the jobs that failed (their dependants are skipped)."""
-    from workbench.io import atomic_write_text
+    from workbench.core.io import atomic_write_text
 
     done = {j.name for j in jobs if result_path(out, j).exists()}
     todo = [j for j in jobs if j.name not in done]
@@ -327,13 +327,13 @@ def load_results(out: Path, jobs: list[Job]) -> dict[str, dict]:
 
 
 def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
-    """Every claim from the job results, through ``workbench.findings``, each with its own
+    """Every claim from the job results, through ``workbench.experiments.findings``, each with its own
     verdict; :func:`write_report` decides them as one family (Holm). A claim about runs that do
     not pass the learning criterion (:func:`learning_failures`) is "not testable" here: its
     verdict would be about initialisations."""
     import numpy as np
 
-    from workbench import findings
+    from workbench.experiments import findings
     from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
     from workbench.training.schedule import lr_sum
     from workbench.training.settings import resolve
@@ -379,7 +379,7 @@ def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
 
 
 def describe(p: Profile, seconds: float | None) -> str:
-    from workbench.provenance import git_commit
+    from workbench.core.provenance import git_commit
 
     steps = "the preset's" if p.steps is None else str(p.steps)
     wall = "" if seconds is None else \
@@ -399,11 +399,11 @@ def describe(p: Profile, seconds: float | None) -> str:
 
 def write_report(out: Path, p: Profile, claims: list, seconds: float | None) -> None:
     """``claims.json``, ``findings.md`` and ``forest.png``. The report's claims are one family:
-    their verdicts are Holm-adjusted over it (``workbench.findings.adjust_family``), and each
+    their verdicts are Holm-adjusted over it (``workbench.experiments.findings.adjust_family``), and each
     claim keeps ``p``, ``p_two``, ``p_adjusted`` and its own verdict (``verdict_unadjusted``)."""
     from workbench import plots
-    from workbench.findings import adjust_family, findings_markdown
-    from workbench.io import atomic_write_text
+    from workbench.experiments.findings import adjust_family, findings_markdown
+    from workbench.core.io import atomic_write_text
 
     claims = adjust_family(claims)
     atomic_write_text(out / "claims.json", json.dumps([c.to_dict() for c in claims], indent=2))
@@ -413,7 +413,7 @@ def write_report(out: Path, p: Profile, claims: list, seconds: float | None) -> 
 
 
 def add_wall_seconds(out: Path, seconds: float) -> None:
-    from workbench.io import atomic_write_text
+    from workbench.core.io import atomic_write_text
 
     path = out / "wall_seconds.json"
     before = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
@@ -484,7 +484,7 @@ def controls_table(p: Profile, results: dict[str, dict]) -> list[str]:
     ViT already shows."""
     import numpy as np
 
-    from workbench.findings import depth_slope
+    from workbench.experiments.findings import depth_slope
     from workbench.probes import FrequencyResponse
 
     def slope(r: FrequencyResponse) -> float:  # of the mean curve, over the blocks
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
     p = PROFILES[args.profile]
     out = args.out or ROOT / "evidence" / p.name
-    from workbench.io import FileLocked, file_lock, remove_stale_temps
+    from workbench.core.io import FileLocked, file_lock, remove_stale_temps
 
     jobs = plan(p)
     if args.report_only:
@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def append_appendix(out: Path, p: Profile, results: dict[str, dict]) -> None:
-    from workbench.io import atomic_write_text
+    from workbench.core.io import atomic_write_text
 
     report = (out / "findings.md").read_text()
     atomic_write_text(out / "findings.md", report + report_appendix(out, p, results))

@@ -5,8 +5,8 @@ papermill, and write ``manifest.json``, ``index.html`` and ``findings.md``.
     python analysis/make_figures.py --mae A.pth --mff B.pth --out figures-vitb   # external models
 
 Each notebook writes its figures and a ``<name>.json`` of the numbers behind them into its own
-folder, and may write ``claims.json`` (a list of ``workbench.findings.Claim`` dicts) that
-``findings.md`` and the forest plot ``forest.png`` collect (``workbench.findings``). A failing
+folder, and may write ``claims.json`` (a list of ``workbench.experiments.findings.Claim`` dicts) that
+``findings.md`` and the forest plot ``forest.png`` collect (``workbench.experiments.findings``). A failing
 notebook is reported and the others still run; the exit code is 1 if anything failed.
 """
 from __future__ import annotations
@@ -43,14 +43,14 @@ def sha256(path: Path) -> str:
 
 
 def git_commit() -> str | None:
-    from workbench.provenance import git_commit as commit_of
+    from workbench.core.provenance import git_commit as commit_of
 
     return commit_of(ROOT)
 
 
 def versions() -> dict[str, str]:
     """Installed versions of the packages behind the figures (those installed)."""
-    from workbench.provenance import package_versions
+    from workbench.core.provenance import package_versions
 
     return {k: v for k, v in package_versions(VERSIONED).items() if v is not None}
 
@@ -64,13 +64,13 @@ RUN_FORMAT = 3
 @dataclasses.dataclass(frozen=True)
 class TinyRun:
     """One of the tiny runs of the gallery: the shipped weights of the CPU learning regime
-    (``workbench.shipped``) unless ``--train`` or a checkpoint is given, else trained here."""
+    (``workbench.experiments.shipped``) unless ``--train`` or a checkpoint is given, else trained here."""
 
     kind: str  # model kind for `python -m workbench train --model`
     folder: str  # run directory under --runs
     settings: tuple[str, ...] = ()  # its own training arguments, after the user's --train-arg
     steps_divisor: int = 1  # trains for the others' steps // steps_divisor
-    shipped: str | None = None  # its key in workbench.shipped.SHIPPED_RUNS, if shipped
+    shipped: str | None = None  # its key in workbench.experiments.shipped.SHIPPED_RUNS, if shipped
 
 
 TINY_RUNS = {
@@ -104,7 +104,7 @@ def train_request(run: TinyRun, steps: int | None, extra: list[str]) -> list[str
 
 def shipped_checkpoints(names: list[str]) -> dict[str, Path]:
     """Of the runs ``names``, those shipped under ``weights/``: name -> their weights file."""
-    from workbench.shipped import SHIPPED_RUNS
+    from workbench.experiments.shipped import SHIPPED_RUNS
 
     found = {}
     for name in names:
@@ -117,7 +117,7 @@ def shipped_checkpoints(names: list[str]) -> dict[str, Path]:
 def models_note(ckpts: dict[str, Path], shipped: set[str]) -> str:
     """Which models the figures show, for every caption: shipped (with their provenance and
     learning check) or trained in this batch / given."""
-    from workbench.shipped import SHIPPED_RUNS
+    from workbench.experiments.shipped import SHIPPED_RUNS
 
     parts = []
     for name in ("mae", "mff"):
@@ -144,7 +144,7 @@ def request_record(run: TinyRun, steps: int | None, extra: list[str]) -> dict:
 def plan_run(name: str, runs: Path, steps: int | None, extra: list[str]) -> tuple[Path, list[str] | None]:
     """The checkpoint of the tiny run ``name`` (a key of TINY_RUNS) in ``runs/<folder>`` and the
     command that trains it, or None when a finished run with the same request is already there."""
-    from workbench.io import run_files
+    from workbench.core.io import run_files
 
     run = TINY_RUNS[name]
     out = runs / run.folder
@@ -562,7 +562,7 @@ def write_index(out: Path, records: list[dict], meta: dict,
                 captions: dict[str, str] | None = None) -> None:
     """``index.html``: every figure set with its caption (``captions`` by entry name or notebook;
     default: those in ``analysis/figures.yaml``) and the run's n's."""
-    from workbench.io import atomic_write_text
+    from workbench.core.io import atomic_write_text
 
     captions = load_captions() if captions is None else captions
     models = f" {meta['models']}" if meta.get("models") else ""  # every caption says which
@@ -607,10 +607,10 @@ def findings_page(markdown: str, forest: bool) -> str:
 def write_findings(out: Path, records: list[dict]) -> None:
     """``findings.md``, ``findings.html`` and ``forest.png`` from every notebook's
     ``claims.json``. The claims of all notebooks are one report, so one family: their verdicts
-    are Holm-adjusted over it (``workbench.findings.adjust_family``)."""
+    are Holm-adjusted over it (``workbench.experiments.findings.adjust_family``)."""
     from workbench import plots
-    from workbench.findings import Claim, adjust_family, findings_markdown
-    from workbench.io import atomic_write_text
+    from workbench.experiments.findings import Claim, adjust_family, findings_markdown
+    from workbench.core.io import atomic_write_text
 
     claims = adjust_family([Claim.from_dict(c) for r in records
                             for c in read_claims(out / r["name"])])
@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
 
-    from workbench.io import FileLocked, file_lock, remove_stale_temps
+    from workbench.core.io import FileLocked, file_lock, remove_stale_temps
 
     # One batch at a time per gallery folder: two batches into the same figures/ would mix their
     # files. The OS drops the lock when a batch exits, even when it is killed.
@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     """Checkpoints, notebooks, gallery -- run while holding ``OUT/.lock``."""
     from workbench.checkpoints import CheckpointError, read_checkpoint
-    from workbench.io import atomic_write_text, file_lock
+    from workbench.core.io import atomic_write_text, file_lock
 
     for flag in TINY_RUNS:
         given = getattr(args, flag)

@@ -4,7 +4,7 @@
     python analysis/ship_weights.py --runs DIR      # reuse finished runs of the same command
     python analysis/ship_weights.py --runs DIR --commit SHA   # ... trained at commit SHA
 
-For each of ``workbench.shipped.SHIPPED_RUNS``: run its command (``python -m workbench train``
+For each of ``workbench.experiments.shipped.SHIPPED_RUNS``: run its command (``python -m workbench train``
 with the regime's data and steps, one thread, seed 0), check the encoder against its own
 initialisation (``probes.learning.learning_check``; a run that fails is not shipped), rerun the
 command's first steps for the fingerprint, and write ``weights/<name>/`` (float16
@@ -34,7 +34,7 @@ def fingerprint(run) -> str:
     """Digest of the weights after the command's first FINGERPRINT_STEPS steps (same schedule:
     ``stop_after`` only stops early)."""
     from workbench.checkpoints import read_checkpoint
-    from workbench.shipped import FINGERPRINT_STEPS, weights_digest
+    from workbench.experiments.shipped import FINGERPRINT_STEPS, weights_digest
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / run.name
@@ -44,10 +44,10 @@ def fingerprint(run) -> str:
 
 def ship(run, run_dir: Path, commit: str | None = None) -> dict:
     from workbench.checkpoints import load_checkpoint, save_weights
-    from workbench.io import atomic_write_text
+    from workbench.core.io import atomic_write_text
     from workbench.probes.learning import initial_model, learning_check
-    from workbench.provenance import git_commit, package_versions
-    from workbench.shipped import FINGERPRINT_STEPS, SHIPPED_DTYPE, THREADS, weights_digest
+    from workbench.core.provenance import git_commit, package_versions
+    from workbench.experiments.shipped import FINGERPRINT_STEPS, SHIPPED_DTYPE, THREADS, weights_digest
 
     model = load_checkpoint(run_dir)
     check = learning_check(model, initial_model(run_dir))
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit", help="the commit whose code trained the reused --runs (default: "
                                      "this checkout's HEAD, which must then be clean)")
     args = ap.parse_args(argv)
-    from workbench.provenance import git_commit
-    from workbench.shipped import SHIPPED_LIMIT_BYTES, SHIPPED_RUNS, shipped_bytes
+    from workbench.core.provenance import git_commit
+    from workbench.experiments.shipped import SHIPPED_LIMIT_BYTES, SHIPPED_RUNS, shipped_bytes
 
     if args.commit is None and str(git_commit(ROOT)).endswith("-dirty"):
         ap.error("the checkout has uncommitted changes: commit them first (the weights' "

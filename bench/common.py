@@ -55,7 +55,7 @@ def setup() -> None:
 
 
 def versions() -> dict:
-    from workbench.provenance import git_commit, package_versions
+    from workbench.core.provenance import git_commit, package_versions
 
     return {**package_versions(PACKAGES), "git_commit": git_commit(ROOT, short=True)}
 

@@ -224,7 +224,7 @@ def main() -> None:
         res["data"] = sec
 
     def loop_section():
-        from workbench.io import read_metrics
+        from workbench.core.io import read_metrics
         from workbench.training import TrainConfig, train
         if not folder.exists():
             make_jpeg_folder(folder, 96 if smoke else args.images)

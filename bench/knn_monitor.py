@@ -1,6 +1,6 @@
 """What the kNN monitor costs a tiny pretraining run: ``train --knn-every`` at its default.
 
-The monitor (``workbench.training.monitor``) encodes a fixed labelled bank and its held-out
+The monitor (``workbench.probes.monitor``) encodes a fixed labelled bank and its held-out
 queries at mask ratio 0 and votes (DINO's weighted kNN) at step 0 and every ``knn_every`` steps.
 Its share of a run = evaluations × seconds per evaluation ÷ (steps × seconds per training step),
 with the step the product's own ``train_step`` on the state ``build_train_state`` makes for the
@@ -21,7 +21,7 @@ from common import header, interleave, median, table, write_result
 
 from workbench.data import StepBatches, build_dataset
 from workbench.training import TrainConfig, build_train_state, resolve, train_step
-from workbench.training.monitor import build_monitor
+from workbench.probes.monitor import build_monitor
 from workbench.training.settings import build_model_config
 
 GOAL = 0.05

@@ -25,7 +25,7 @@ from common import header, median, percentile, table, write_result
 
 from workbench import build_model
 from workbench.data import heldout_batch
-from workbench.pictures import compose_rows, png_bytes
+from workbench.core.pictures import compose_rows, png_bytes
 from workbench.probes import reconstruct
 from workbench.widgets import ReconstructionExplorer
 

@@ -62,7 +62,7 @@ sync_api = pytest.importorskip(
 sys.path.insert(0, str(ROOT / "analysis"))
 import make_figures  # noqa: E402
 
-from workbench.io import atomic_write_text  # noqa: E402
+from workbench.core.io import atomic_write_text  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- fixtures

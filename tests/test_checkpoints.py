@@ -13,7 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 from workbench import build_model
 from workbench.checkpoints import (LAYOUTS, CheckpointError, checkpoint_dict, detect_layout,
                                    export_timm, load_checkpoint, read_checkpoint, save_checkpoint)
-from workbench.io import atomic_save
+from workbench.core.io import atomic_save
 from workbench.models import EncoderOnlyError
 
 DIMS = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)

@@ -71,7 +71,7 @@ def test_common_entry_points_import_from_the_top_level():
 
 
 def test_cli_model_kinds_are_the_registered_ones():
-    from workbench.config import MODEL_KINDS
+    from workbench.core.config import MODEL_KINDS
 
     assert sorted(KINDS) == sorted(MODEL_KINDS.names())
 

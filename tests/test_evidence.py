@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import findings
+from workbench.experiments import findings
 from workbench.training.settings import LEARNING_REGIME
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
@@ -89,7 +89,7 @@ def test_smoke_profile_runs_resumes_and_reports(tmp_path, capsys):
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
-    from workbench.io import file_lock
+    from workbench.core.io import file_lock
 
     out = tmp_path / "ev"
     with file_lock(out / ".lock", 0, holder="test"):

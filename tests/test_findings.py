@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from workbench import findings
-from workbench.findings import Claim, adjust_family, decide, decide_over_seeds, holm
+from workbench.experiments import findings
+from workbench.experiments.findings import Claim, adjust_family, decide, decide_over_seeds, holm
 from workbench.probes import FrequencyResponse, FusionHistory
 
 DRAWS = 500

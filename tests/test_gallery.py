@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.findings import make_claim
+from workbench.experiments.findings import make_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analysis"))

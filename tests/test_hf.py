@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 from workbench import build_model
 from workbench.checkpoints import (LAYOUTS, CheckpointError, detect_layout, export_timm,
                                    load_checkpoint, read_checkpoint)
-from workbench.hf import export_hf, masking_from_noise
+from workbench.checkpoints.hf import export_hf, masking_from_noise
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ from PIL import Image
 from workbench.checkpoints import read_checkpoint
 from workbench.probes.linear import weighted_knn_predictions
 from workbench.training import TrainConfig, train
-from workbench.training.monitor import build_monitor, knn_data_for
+from workbench.probes.monitor import build_monitor, knn_data_for
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -75,7 +75,7 @@ def test_monitor_readings_are_the_vote_and_the_probe_on_mean_pooled_features(tmp
     from workbench import build_model
     from workbench.probes import extract_features
     from workbench.probes.linear import linear_predictions
-    from workbench.training.monitor import MONITOR_C
+    from workbench.probes.monitor import MONITOR_C
 
     model = build_model("mae", "tiny", **SMALL)
     monitor = build_monitor("builtin", None, 16, 64)

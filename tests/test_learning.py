@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workbench.checkpoints import CheckpointError, load_checkpoint, save_weights
-from workbench.config import ModelConfig
+from workbench.core.config import ModelConfig
 from workbench.models import model_from_config
 from workbench.probes.learning import (MIN_GAIN, initial_model, learning_check, paired_gain,
                                        pixel_correct)

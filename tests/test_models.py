@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from workbench import build_model, model_config
-from workbench.config import MASK_STRATEGIES, MODEL_KINDS, default_fuse_layers
+from workbench.core.config import MASK_STRATEGIES, MODEL_KINDS, default_fuse_layers
 from workbench.models import MaskedAutoencoder, MFFMaskedAutoencoder, mask_patches, num_kept
 from workbench.models.masking import bayer_matrix, seeded_masks, seeded_uniform
 from workbench.models.pos_embed import sincos_2d
-from workbench.registry import Registry
+from workbench.core.registry import Registry
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)

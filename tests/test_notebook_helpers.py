@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from workbench import build_model, findings
+from workbench import build_model
+
+from workbench.experiments import findings
 from workbench.checkpoints import load_models, save_checkpoint
-from workbench.sweeps import MaskRatioSweep, mask_ratio_sweep, run_dir
+from workbench.experiments.sweeps import MaskRatioSweep, mask_ratio_sweep, run_dir
 from workbench.widgets import ReconstructionExplorer
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,

@@ -16,7 +16,7 @@ import torch
 from importlib import metadata
 import yaml
 
-from workbench import findings
+from workbench.experiments import findings
 from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
 from workbench.training import TrainConfig, train
 
@@ -83,7 +83,7 @@ EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
 
 
 def expected_claims(notebook: str, out: Path) -> list[dict] | None:
-    """The claims ``workbench.findings`` makes of the numbers the notebook saved next to its
+    """The claims ``workbench.experiments.findings`` makes of the numbers the notebook saved next to its
     figures (None: the notebook makes no claims)."""
     def saved(name):
         return json.loads((out / name).read_text())
@@ -111,7 +111,7 @@ def expected_claims(notebook: str, out: Path) -> list[dict] | None:
         return [findings.mff_better_linear_probe(c["MAE"], c["MFF-MAE"],
                                                  what="linear probe (mean pool)").to_dict()]
     if notebook == "mask_ratio_sweep.ipynb":
-        from workbench.sweeps import MaskRatioSweep
+        from workbench.experiments.sweeps import MaskRatioSweep
 
         sweep = MaskRatioSweep.from_dict(saved("mask_ratio_sweep.json"))
         claim = findings.high_mask_ratio_best(sweep.ratios, sweep.correct_matrix)
@@ -326,7 +326,7 @@ def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
     """The MAE and MFF requests are the shipped runs' own command (so --train retrains them
     exactly); the pixel-target MAE trains a sixth of their steps with norm_pix_loss off, in
     runs/mae-pixels-tiny."""
-    from workbench.shipped import SHIPPED_RUNS
+    from workbench.experiments.shipped import SHIPPED_RUNS
 
     tiny = ["--preset", "tiny", "--data", "shapes", "--device", "cpu"]
     runs = make_figures.TINY_RUNS
@@ -348,7 +348,7 @@ def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
 def test_batch_uses_the_shipped_weights_unless_asked_to_train(runs, tmp_path, capfd):
     """By default the gallery's MAE and MFF-MAE are weights/ (nothing trained), and every caption
     says so; --train (make figures TRAIN=1) plans their training instead."""
-    from workbench.shipped import SHIPPED_RUNS
+    from workbench.experiments.shipped import SHIPPED_RUNS
 
     params = tmp_path / "figures.yaml"
     params.write_text(yaml.safe_dump([{"name": "mask_sampling", "notebook": "mask_sampling.ipynb",

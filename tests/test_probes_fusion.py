@@ -8,7 +8,7 @@ import torch
 
 from workbench import build_model
 from workbench.checkpoints import load_checkpoint, save_checkpoint
-from workbench.config import default_fuse_layers
+from workbench.core.config import default_fuse_layers
 from workbench.probes import FusionHistory, NoFusionError, fusion_history, fusion_state
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=4, num_heads=2,

@@ -40,7 +40,7 @@ from PIL import Image
 import workbench.training.loop as train_loop
 from workbench.__main__ import main
 from workbench.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from workbench.io import file_lock
+from workbench.core.io import file_lock
 from workbench.data import ImageFolder
 from workbench.models import MaskedAutoencoder, build_model
 from workbench.training import Dist, StopRequest, TrainConfig, train
@@ -633,7 +633,7 @@ def test_notebook_reports_a_half_written_checkpoint(tmp_path):
 def test_run_files_get_the_users_normal_permissions(tmp_path, umask, mode):
     """Atomic writes (checkpoint, config, gallery files) get the mode a plain open() would give
     -- 0644 under the usual umask, not mkstemp's 0600 -- and still follow a stricter umask."""
-    from workbench.io import atomic_write_text, default_file_mode
+    from workbench.core.io import atomic_write_text, default_file_mode
 
     old = os.umask(umask)
     try:

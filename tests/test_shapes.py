@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.data import build_dataset, builtin_photos, fixed_batch, photo_tiles
-from workbench.shapes import (SHAPE_CLASSES, BuiltinShapes, ShapeItem, background_tiles,
+from workbench.data.shapes import (SHAPE_CLASSES, BuiltinShapes, ShapeItem, background_tiles,
                               draw_item_params, shape_mask)
 
 S = 32

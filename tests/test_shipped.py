@@ -13,7 +13,7 @@ import torch
 
 from workbench.checkpoints import load_checkpoint, read_checkpoint
 from workbench.probes.learning import initial_model, learning_check
-from workbench.shipped import (FINGERPRINT_STEPS, SHIPPED_DTYPE, SHIPPED_LIMIT_BYTES,
+from workbench.experiments.shipped import (FINGERPRINT_STEPS, SHIPPED_DTYPE, SHIPPED_LIMIT_BYTES,
                                SHIPPED_RUNS, shipped_bytes, weights_digest)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_ship_script_refuses_a_run_that_has_not_learned(tmp_path, monkeypatch):
         def summary(self):
             return "no gain"
 
-    from workbench import shipped
+    from workbench.experiments import shipped
 
     run_dir = SHIPPED_RUNS["mae"].folder  # any loadable run folder
     monkeypatch.setattr(learning, "learning_check", lambda *a, **k: Failed())

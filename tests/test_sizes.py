@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import workbench.sizes as sizes
+import workbench.core.sizes as sizes
 from workbench.__main__ import main
 from workbench.checkpoints import (CheckpointError, checkpoint_dict, export_timm, load_checkpoint,
                                    save_checkpoint)
-from workbench.config import ModelConfig
-from workbench.hf import export_hf
+from workbench.core.config import ModelConfig
+from workbench.checkpoints.hf import export_hf
 from workbench.models import build_model, model_from_config
 from workbench.probes import hessian_trace, mae_loss_fn, select_parameters
-from workbench.sizes import activation_elements, model_size, training_size
+from workbench.core.sizes import activation_elements, model_size, training_size
 from workbench.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,7 +355,7 @@ def test_info_prints_the_size_estimate(tmp_path, capsys):
 # ----------------------------------------------------------------------------- probes
 HOSTILE_PROBES = r"""
 import torch
-import workbench.sizes as sizes
+import workbench.core.sizes as sizes
 from workbench.models import build_model
 from workbench.probes import (hessian_density, hessian_spectrum, loss_landscape, mae_loss_fn,
                               select_parameters, top_hessian_eigenvalues)

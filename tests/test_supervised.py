@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench import findings
+from workbench.experiments import findings
 from workbench.probes.fusion import FusionHistory
-from workbench.supervised import (FusionClassifier, SupervisedFusionConfig,
+from workbench.training.supervised import (FusionClassifier, SupervisedFusionConfig,
                                   train_supervised_fusion)
-from workbench.config import model_config
+from workbench.core.config import model_config
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
 

@@ -10,8 +10,10 @@ import torch
 
 matplotlib.use("Agg")
 
-from workbench import build_model, findings, plots  # noqa: E402
-from workbench.pictures import COLUMNS, compose_rows, image_hwc, png_bytes  # noqa: E402
+from workbench import build_model, plots  # noqa: E402
+
+from workbench.experiments import findings
+from workbench.core.pictures import COLUMNS, compose_rows, image_hwc, png_bytes  # noqa: E402
 from workbench.probes import FrequencyResponse, FusionHistory, reconstruct  # noqa: E402
 from workbench.widgets import ReconstructionExplorer  # noqa: E402
 
@@ -59,7 +61,7 @@ def test_composed_picture_holds_every_panel(models, imgs):
 
 
 def _old_compose_rows(results, index=0, scale=4, pad=2):
-    """widgets.compose_rows as it was before workbench.pictures (the explorer's pixels)."""
+    """widgets.compose_rows as it was before workbench.core.pictures (the explorer's pixels)."""
     rows = []
     for res in results.values():
         panels = [image_hwc(getattr(res, field)[index]) for field, _ in COLUMNS]
@@ -73,7 +75,7 @@ def _old_compose_rows(results, index=0, scale=4, pad=2):
 
 
 def _old_snapshot(r, scale=4):
-    """train.reconstruction_grid's pixels before workbench.pictures: original | masked (black) |
+    """train.reconstruction_grid's pixels before workbench.core.pictures: original | masked (black) |
     pasted, one row per image, no gaps, nearest upscaling."""
     rows = [torch.cat([a, m, c], dim=2) for a, m, c in zip(r.original, r.masked, r.pasted)]
     arr = (torch.cat(rows, dim=1).float().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
@@ -125,7 +127,7 @@ def test_png_bytes_decode_to_the_same_pixels():
 
 
 def test_upscale_is_nearest_repetition():
-    from workbench.pictures import upscale
+    from workbench.core.pictures import upscale
 
     rng = np.random.default_rng(1)
     pic = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)

@@ -5,8 +5,8 @@ export_hf, reconstruct, train, TrainConfig``); each loads its module, and torch,
 """
 from __future__ import annotations
 
-from .config import PRESETS, ModelConfig, model_config
-from .exports import lazy_exports
+from .core.config import PRESETS, ModelConfig, model_config
+from .core.exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -15,7 +15,7 @@ _WHERE = {
     "load_checkpoint": ".checkpoints",
     "load_models": ".checkpoints",
     "export_timm": ".checkpoints",
-    "export_hf": ".hf",
+    "export_hf": ".checkpoints.hf",
     "reconstruct": ".probes",
     "train": ".training",
     "TrainConfig": ".training",

@@ -2,7 +2,7 @@
 
 Only the commands import torch: ``--help`` and argument errors answer at once. ``train
 --dry-run`` resolves the settings, prints the plan and the memory estimate
-(:mod:`workbench.sizes`) and exits without training or writing anything."""
+(:mod:`workbench.core.sizes`) and exits without training or writing anything."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .config import ModelConfig
+from .core.config import ModelConfig
 
 
 def parse_value(text: str):
@@ -55,7 +55,7 @@ def apply_settings(pairs: list[str], train_fields: dict, model_overrides: dict,
                          f"settings: {', '.join(sorted(train_names))}")
 
 
-# The built-in model kinds (workbench.config.MODEL_KINDS, checked by a test), spelled out so that
+# The built-in model kinds (workbench.core.config.MODEL_KINDS, checked by a test), spelled out so that
 # --help and argument errors answer without importing torch.
 KINDS = ("mae", "mff")
 
@@ -163,8 +163,8 @@ def dry_run(cfg, resumed: bool = False) -> str:
     """What ``train`` would do with ``cfg``, checked as a run checks it (settings, batch split,
     masked patches, memory), without building a model, opening the data or writing anything;
     a setting that would fail raises as the run would (a ValueError naming it)."""
-    from .io import run_files
-    from .sizes import check_training_fits, device_memory, human_bytes
+    from .core.io import run_files
+    from .core.sizes import check_training_fits, device_memory, human_bytes
     from .training.distributed import Dist, pick_device
     from .training.loop import check_batch_split
     from .training.schedule import peak_lr, warmup_steps
@@ -213,7 +213,7 @@ def every(steps: int, otherwise: str = "never") -> str:
 
 
 def cmd_settings(args) -> int:
-    from .config import PRESETS
+    from .core.config import PRESETS
     from .training.settings import PAPER_RECIPE, PRESET_TRAIN_DEFAULTS
 
     if args.preset not in PRESETS:
@@ -235,8 +235,8 @@ def cmd_settings(args) -> int:
 
 def cmd_info(args) -> int:
     from .checkpoints import CheckpointError, load_checkpoint
-    from .io import checkpoint_path
-    from .sizes import training_size
+    from .core.io import checkpoint_path
+    from .core.sizes import training_size
 
     path = checkpoint_path(args.checkpoint)  # a run directory names its checkpoint
     try:  # the settings are checked against the weights and the memory before a model is built

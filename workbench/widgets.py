@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import ipywidgets as W
 import torch
 
-from .config import MASK_STRATEGIES
-from .pictures import COLUMNS, attention_overlay, compose_rows, png_bytes, stats_caption
+from .core.config import MASK_STRATEGIES
+from .core.pictures import COLUMNS, attention_overlay, compose_rows, png_bytes, stats_caption
 from .probes import attention_maps, reconstruct
 from .probes.reconstruction import to_display
 

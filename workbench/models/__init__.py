@@ -1,7 +1,7 @@
 """MAE and MFF-MAE models. ``build_model("mff", "vit-b")`` is the usual entry point."""
 from __future__ import annotations
 
-from ..config import MODEL_KINDS, ModelConfig, model_config
+from ..core.config import MODEL_KINDS, ModelConfig, model_config
 from .mae import EncoderOnlyError, MAEOutput, MaskedAutoencoder
 from .masking import Masking, mask_patches, num_kept
 from .mff import MFFMaskedAutoencoder, MultiLevelFusion
@@ -18,11 +18,11 @@ def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedA
     """A freshly initialised MAE (``kind="mae"``) or MFF-MAE (``kind="mff"``).
 
     ``preset`` is one of ``tiny``, ``vit-s``, ``vit-b``, ``vit-l``, ``vit-h``; any
-    :class:`~workbench.config.ModelConfig` field can be overridden by keyword. A config that
+    :class:`~workbench.core.config.ModelConfig` field can be overridden by keyword. A config that
     cannot fit in this machine's memory is refused before anything is allocated
-    (:func:`workbench.sizes.check_model_fits`).
+    (:func:`workbench.core.sizes.check_model_fits`).
     """
-    from ..sizes import check_model_fits
+    from ..core.sizes import check_model_fits
 
     cfg = model_config(kind, preset, **overrides)
     check_model_fits(cfg)

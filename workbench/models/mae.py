@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
-from ..config import MODEL_KINDS, ModelConfig, check_mask_ratio, check_mask_strategy
+from ..core.config import MODEL_KINDS, ModelConfig, check_mask_ratio, check_mask_strategy
 from .masking import Masking, mask_patches
 from .pos_embed import sincos_2d
 

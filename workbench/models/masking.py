@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ..config import MASK_STRATEGIES, check_mask_ratio
+from ..core.config import MASK_STRATEGIES, check_mask_ratio
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from typing import TYPE_CHECKING
 
-from ..config import MODEL_KINDS, ModelConfig
+from ..core.config import MODEL_KINDS, ModelConfig
 from .mae import MaskedAutoencoder
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from matplotlib.lines import Line2D
 import numpy as np
 import torch
 
-from ..pictures import COLUMNS, image_hwc, stats_caption
-from ..results import to_jsonable
+from ..core.pictures import COLUMNS, image_hwc, stats_caption
+from ..core.results import to_jsonable
 
 
 def save_figure(fig: Any, out_dir: str | os.PathLike, name: str, data: Any = None) -> list[Path]:
@@ -53,7 +53,7 @@ def save_json(out_dir: str | os.PathLike, name: str, data: Any) -> Path:
 def reconstruction_figure(results: Mapping[str, Any], indices: Sequence[int] | None = None,
                           title: str | None = None):
     """A matplotlib figure. Rows: images (and models); columns: original / masked /
-    reconstruction / pasted (``workbench.pictures.compose_rows`` draws the same as pixels).
+    reconstruction / pasted (``workbench.core.pictures.compose_rows`` draws the same as pixels).
 
     ``results`` maps a model name (e.g. "MAE", "MFF-MAE") to a ``probes.reconstruct`` result.
     """
@@ -342,7 +342,7 @@ def forest_figure(claims: Sequence[Any], title: str | None = None):
     in different units), a line at 0, the side the paper predicts shaded, ``±sesoi`` (the
     smallest effect of interest, when the claim has one) hatched, coloured by verdict
     (:data:`VERDICT_COLORS`: held, not held, no effect, inconclusive, not testable).
-    ``claims``: :class:`workbench.findings.Claim` objects or their dicts."""
+    ``claims``: :class:`workbench.experiments.findings.Claim` objects or their dicts."""
     rows = [c if isinstance(c, Mapping) else c.to_dict() for c in claims]
     if not rows:
         raise ValueError("no claims to draw")

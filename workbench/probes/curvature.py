@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 
 from ..models.modes import eval_mode
-from ..results import AsDict
-from ..sizes import check_hessian_fits, check_vectors_fit
+from ..core.results import AsDict
+from ..core.sizes import check_hessian_fits, check_vectors_fit
 from .hessian import AnnouncedHVPOperator, _as_param_list
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import default_fuse_layers
-from ..io import RunFiles, read_metrics, run_files
+from ..core.config import default_fuse_layers
+from ..core.io import RunFiles, read_metrics, run_files
 
 
 class NoFusionError(ValueError):
@@ -53,7 +53,7 @@ def _layers_from_config(files: RunFiles) -> list[int] | None:
 
 def fusion_history(run_dir: str | Path) -> FusionHistory:
     """Read ``run_dir/metrics.jsonl`` (one JSON object per line, as the training engine writes;
-    read by :func:`workbench.io.read_metrics`) and return the logged fusion weights.
+    read by :func:`workbench.core.io.read_metrics`) and return the logged fusion weights.
 
     Records without ``fusion_weights`` (evaluation lines, ...) are skipped. Weights are the
     softmax-normalised weights as logged; each row must sum to 1 (±1e-3). The fused layer indices

@@ -45,9 +45,9 @@ import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..config import check_mask_ratio, check_mask_strategy
+from ..core.config import check_mask_ratio, check_mask_strategy
 from ..models import eval_mode
-from ..sizes import announce_cost, check_hessian_fits, check_vectors_fit
+from ..core.sizes import announce_cost, check_hessian_fits, check_vectors_fit
 
 BACKENDS = ("lanczos", "pyhessian")
 # Below this many parameters the Hessian is built densely (one HVP per column) and diagonalised:
@@ -277,7 +277,7 @@ class HVPOperator:
 class AnnouncedHVPOperator(HVPOperator):
     """An :class:`HVPOperator` that times its first product -- the run's own, no extra work --
     and, when the ``planned`` products at that pace take more than a minute, prints what the
-    run will cost before going on (:func:`workbench.sizes.announce_cost`); tiny runs stay quiet."""
+    run will cost before going on (:func:`workbench.core.sizes.announce_cost`); tiny runs stay quiet."""
 
     def __init__(self, loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
                  what: str, planned: int):

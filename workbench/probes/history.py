@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..io import read_metrics, run_files
+from ..core.io import read_metrics, run_files
 
 
 class NoKnnLogError(ValueError):

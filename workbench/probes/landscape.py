@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..models.modes import eval_mode
-from ..results import AsDict
-from ..sizes import announce_cost, check_vectors_fit
+from ..core.results import AsDict
+from ..core.sizes import announce_cost, check_vectors_fit
 from .curvature import _positive_int, mae_loss_fn
 
 IGNORE = ("biasbn", None)

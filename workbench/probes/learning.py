@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..results import AsDict
+from ..core.results import AsDict
 from .linear import linear_predictions, pooled_features
 
 MIN_GAIN = 0.10  # trained − init accuracy the criterion asks for (points / 100)
@@ -134,8 +134,8 @@ def initial_model(run_dir: str | os.PathLike):
     import json
 
     from ..checkpoints import load_checkpoint
-    from ..config import ModelConfig
-    from ..io import run_files
+    from ..core.config import ModelConfig
+    from ..core.io import run_files
     from ..models import model_from_config
 
     files = run_files(run_dir)

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import torch
 
-from ..config import check_mask_ratio, check_mask_strategy
+from ..core.config import check_mask_ratio, check_mask_strategy
 from ..data import IMAGENET_MEAN, IMAGENET_STD, unnormalize  # noqa: F401 - re-exported
 from ..models import eval_mode
 

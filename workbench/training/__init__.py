@@ -12,11 +12,11 @@ training step, and one loop.
 """
 from __future__ import annotations
 
-from ..exports import lazy_exports
+from ..core.exports import lazy_exports
 
 # each name's module; imported on first use, so the settings (TrainConfig) load without torch
 _WHERE = {
-    "OutputError": "..io",
+    "OutputError": "..core.io",
     "Dist": ".distributed", "StopRequest": ".distributed", "setup_distributed": ".distributed",
     "evaluate": ".evaluation", "snapshot_picture": ".evaluation",
     "train": ".loop",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..models import MaskedAutoencoder, eval_mode
-from ..pictures import compose_rows
+from ..core.pictures import compose_rows
 from ..probes.reconstruction import reconstruct
 
 
@@ -36,7 +36,7 @@ def snapshot_picture(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int = 0
                      scale: int = 4):
     """A PIL image, one row per image: original | masked (black) | reconstruction with the
     visible patches pasted back, at the model's own mask ratio and strategy (the reconstruction
-    is :func:`workbench.probes.reconstruct`'s, the picture :func:`workbench.pictures.compose_rows`'s,
+    is :func:`workbench.probes.reconstruct`'s, the picture :func:`workbench.core.pictures.compose_rows`'s,
     without gaps)."""
     from PIL import Image
 

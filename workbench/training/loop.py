@@ -31,15 +31,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from ..data import StepBatches, build_dataset, fixed_batch
-from ..io import read_metrics, run_files
-from ..sizes import check_training_fits
+from ..core.io import read_metrics, run_files
+from ..core.sizes import check_training_fits
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
 from .evaluation import evaluate
-from .monitor import KnnMonitor, build_monitor
-from .rng import preserved_rng
+from ..probes.monitor import KnnMonitor, build_monitor
+from ..core.seeds import preserved_rng
 from .run_dir import RunOutputs, check_room, claim_run_dir, resume
 from .settings import (TrainConfig, TrainResult, build_model_config, check_mask_count,
                        resolve)

@@ -10,13 +10,13 @@ from typing import Any
 import torch
 
 from ..checkpoints import checkpoint_dict, read_checkpoint, save_weights
-from ..config import ModelConfig
-from ..io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
+from ..core.config import ModelConfig
+from ..core.io import (OutputError, RunFiles, append_record, atomic_save, atomic_write,
                   atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
                   remove_stale_temps, run_files)
 from .distributed import Dist, check_on_main
 from .evaluation import finite_weights, snapshot_picture
-from .rng import rng_state, set_rng_state
+from ..core.seeds import rng_state, set_rng_state
 from .settings import TrainConfig
 from .step import TrainingDiverged, TrainState
 

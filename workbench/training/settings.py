@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ModelConfig, model_config
+from ..core.config import ModelConfig, model_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -31,7 +31,7 @@ PAPER_RECIPE: dict[str, Any] = dict(steps=250_000, batch_size=4096, base_lr=1.5e
 class TrainConfig:
     """Everything a training run needs; ``None`` fields take the preset's default."""
 
-    kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.config.MODEL_KINDS)
+    kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.core.config.MODEL_KINDS)
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
     data: str = "builtin"  # "builtin" photos, "shapes", or an image folder

@@ -23,11 +23,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from ..models import MaskedAutoencoder, model_from_config
 from ..models.masking import seeded_masks
 from .distributed import Dist
-from .rng import seed_everything
+from ..core.seeds import seed_everything
 from .schedule import lr_at, param_groups, peak_lr
 from .settings import TrainConfig
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .data import SPLITS, builtin_photos, derive_seed, normalize, photo_tiles
+from . import SPLITS, builtin_photos, derive_seed, normalize, photo_tiles
 
 SHAPE_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "hexagon", "crescent")
 SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: antialiased edges

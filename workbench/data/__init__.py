@@ -9,7 +9,7 @@ ranks or workers.
   download). Each photo keeps a band (its last third along the long side) for held-out tiles;
   training tiles come only from the rest. The label is the index of the source photo.
 * ``shapes``: eight shape classes drawn at random position, size, rotation and colour over
-  crops of those photos (:mod:`workbench.shapes`): a label that is semantic, not photo identity.
+  crops of those photos (:mod:`workbench.data.shapes`): a label that is semantic, not photo identity.
   Unlimited and deterministic; held-out items use only the photos' held-out bands.
 * a folder ``ROOT/<class>/<image>`` (ImageNet layout): ``ROOT/train`` and ``ROOT/val`` are used as
   the splits when both exist, else every 10th file of each class is held out. Unreadable files are

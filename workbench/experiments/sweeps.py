@@ -1,7 +1,7 @@
 """Sweeps that train (or load) several models and measure each: MAE's mask-ratio sweep (Fig. 5).
 
 A sweep returns a small result dataclass with ``to_dict()``; ``workbench.plots`` draws it and
-``workbench.findings`` judges it.
+``workbench.experiments.findings`` judges it.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .checkpoints import load_checkpoint
-from .data import BUILTIN_SETS, fixed_batch
-from .probes import probe_correct
-from .probes.learning import (CRITERION_POOL, CRITERION_TEST, initial_models, paired_gain,
+from ..checkpoints import load_checkpoint
+from ..data import BUILTIN_SETS, fixed_batch
+from ..probes import probe_correct
+from ..probes.learning import (CRITERION_POOL, CRITERION_TEST, initial_models, paired_gain,
                               passes)
-from .training import TrainConfig, evaluate, train
+from ..training import TrainConfig, evaluate, train
 
 
 @dataclass
@@ -158,7 +158,7 @@ def mask_ratio_sweep(ratios: Sequence[float], steps: int = 150, batch_size: int 
     shapes, whose labels are semantic).
 
     Runs go to :func:`run_dir` under ``runs_dir`` and are resumed, so a finished run is reused.
-    ``model_overrides`` are extra :class:`~workbench.config.ModelConfig` fields for every run.
+    ``model_overrides`` are extra :class:`~workbench.core.config.ModelConfig` fields for every run.
     """
     models, paths = {}, {}
     for ratio in ratios:

@@ -24,15 +24,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import ModelConfig, model_config
-from .data import StepBatches, build_dataset, fixed_batch
-from .models.mff import MFFMaskedAutoencoder
-from .probes.fusion import FusionHistory
-from .training.rng import preserved_rng
-from .training.schedule import warmup_cosine
+from ..core.config import ModelConfig, model_config
+from ..data import StepBatches, build_dataset, fixed_batch
+from ..models.mff import MFFMaskedAutoencoder
+from ..probes.fusion import FusionHistory
+from ..core.seeds import preserved_rng
+from .schedule import warmup_cosine
 
 if TYPE_CHECKING:
-    from .training.settings import TrainConfig
+    from .settings import TrainConfig
 
 
 @dataclass
@@ -55,8 +55,8 @@ class SupervisedFusionConfig:
         """The supervised comparison for a pretraining run: its preset, model settings (mask
         settings aside), steps, peak lr, warmup, weight decay and seed; ``overrides`` (e.g. a
         smaller ``batch_size`` on a CPU: the peak lr stays the run's) win."""
-        from .training.schedule import peak_lr, warmup_steps
-        from .training.settings import resolve
+        from .schedule import peak_lr, warmup_steps
+        from .settings import resolve
 
         run = resolve(run)
         model = {k: v for k, v in run.model_overrides.items() if not k.startswith("mask_")}

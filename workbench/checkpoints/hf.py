@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import (LAYOUTS, CheckpointError, check_weights_agree, claims_of, infer_config,
+from . import (LAYOUTS, CheckpointError, check_weights_agree, claims_of, infer_config,
                           write_safetensors)
-from .config import ModelConfig
-from .io import atomic_write_text
-from .models import MaskedAutoencoder
-from .models.masking import Masking, masking_from_scores, num_kept
+from ..core.config import ModelConfig
+from ..core.io import atomic_write_text
+from ..models import MaskedAutoencoder
+from ..models.masking import Masking, masking_from_scores, num_kept
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # save_pretrained's file names

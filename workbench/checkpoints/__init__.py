@@ -11,7 +11,7 @@
   ``.safetensors`` (``timm/vit_*_patch16_224.mae``);
 * ``huggingface`` -- transformers' ``ViTMAEForPreTraining`` / ``ViTMAEModel``: a
   ``save_pretrained`` directory (config.json + model.safetensors or pytorch_model.bin), in the
-  hub's or transformers 5's key names (converter in :mod:`workbench.hf`).
+  hub's or transformers 5's key names (converter in :mod:`workbench.checkpoints.hf`).
 
 ``path`` may also be a hub name (``facebook/vit-mae-base``) already in the local Hugging Face
 cache; nothing is ever downloaded.
@@ -38,11 +38,11 @@ from typing import Any, Callable
 
 import torch
 
-from .config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_layers
-from .io import atomic_save, atomic_write, checkpoint_path
-from .models import MaskedAutoencoder, MultiLevelFusion, model_from_config
-from .registry import Registry
-from .sizes import TooLarge, check_model_fits
+from ..core.config import MODEL_KINDS, PUBLISHED_HEADS, ModelConfig, default_fuse_layers
+from ..core.io import atomic_save, atomic_write, checkpoint_path
+from ..models import MaskedAutoencoder, MultiLevelFusion, model_from_config
+from ..core.registry import Registry
+from ..core.sizes import TooLarge, check_model_fits
 
 FORMAT = "mim-workbench"
 FORMAT_VERSION = 1
@@ -57,8 +57,8 @@ DECODER_KEYS = ("mask_token", "decoder_embed.", "decoder_pos_embed", "decoder_bl
 # A converter: (checkpoint dict, the caller's model overrides) -> (state dict in official-MAE key
 # names, the model's config, whether the file holds decoder weights).
 Converter = Callable[[dict, dict], "tuple[dict[str, torch.Tensor], ModelConfig, bool]"]
-# workbench.hf registers the "huggingface" converter (imported on the first lookup)
-LAYOUTS: Registry[Converter] = Registry("checkpoint layout", source="workbench.hf")
+# workbench.checkpoints.hf registers the "huggingface" converter (imported on the first lookup)
+LAYOUTS: Registry[Converter] = Registry("checkpoint layout", source="workbench.checkpoints.hf")
 # Key prefixes only transformers' ViTMAE has (ViTMAEForPreTraining, ViTMAEModel).
 HF_KEYS = ("vit.embeddings.", "embeddings.patch_embeddings.")
 

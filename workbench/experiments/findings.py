@@ -42,7 +42,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from .results import AsDict
+from ..core.results import AsDict
 
 DIRECTIONS = ("greater", "less")
 VERDICTS = ("held", "not held", "no effect", "inconclusive", "not testable")
@@ -942,7 +942,7 @@ def rules_text(family: int) -> str:
             "(an interval that excludes 0 while p Holm is 0.05 or more shows as \"held before "
             "Holm\"). p is one-sided in the paper's direction; with one training seed "
             "the test is a permutation test over images or minibatches, with several a t-test "
-            "over seeds (`workbench.findings.decide`, `adjust_family`). Tiny models trained for "
+            "over seeds (`workbench.experiments.findings.decide`, `adjust_family`). Tiny models trained for "
             "minutes are far from the papers' setting: a verdict here says little about the "
             "paper at scale.")
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from .training.settings import LEARNING_REGIME
+from ..training.settings import LEARNING_REGIME
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = ROOT / "weights"
 FINGERPRINT_STEPS = 2  # steps of the command rerun by the reproduction test
 SHIPPED_DTYPE = torch.float16

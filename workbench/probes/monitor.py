@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import BUILTIN_SETS, fixed_batch
-from ..probes.linear import (FEATURE_BATCH, KNN_K, extract_features, linear_predictions,
+from .linear import (FEATURE_BATCH, KNN_K, extract_features, linear_predictions,
                              weighted_knn_predictions)
 
 KNN_TEMPERATURE = 0.07  # DINO's
