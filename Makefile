@@ -60,12 +60,15 @@ bench: $(BENCH_STAMP)
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
 # JupyterLab on notebooks/ with this venv's kernel (the package is installed editable), bound to
-# 127.0.0.1 with a fresh token; LAB_PORT=9999 make lab for another port.
+# 127.0.0.1 with a fresh token; LAB_PORT=9999 make lab for another port. lab/ adds two settings
+# to the user's own: notebooks are saved without outputs (the tracked ones stay clean) and no
+# news or update pop-ups.
 lab: $(STAMP)
 	@token=$$($(PY) -c "import secrets; print(secrets.token_hex(24))"); \
 	echo ""; echo "JupyterLab: http://127.0.0.1:$(LAB_PORT)/lab?token=$$token"; echo "(Ctrl-C to stop)"; echo ""; \
-	JUPYTER_PREFER_ENV_PATH=1 exec $(PY) -m jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
-		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks --IdentityProvider.token=$$token \
+	JUPYTER_PREFER_ENV_PATH=1 JUPYTER_CONFIG_PATH=$(CURDIR)/lab exec $(PY) -m jupyter lab --no-browser \
+		--ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 --ServerApp.root_dir=notebooks \
+		--IdentityProvider.token=$$token --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
