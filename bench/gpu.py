@@ -10,10 +10,10 @@ Sections (each in its own try/except: one failure still writes the others):
            (matmuls, convolutions, attention), × steps/s ÷ the GPU's dense bf16 peak
            (H100 SXM / H200: 989 TFLOP/s, H100 PCIe 756, A100 312; ``--peak-tflops`` overrides);
            goal ≥ 40 % for the model step on synthetic data.
-* data     the workbench's ImageFolder + MAE transform (RandomResizedCrop 224 bicubic + flip) over
+* data     the workbench's FolderImages + MAE transform (RandomResizedCrop 224 bicubic + flip) over
            synthetic JPEGs (~500×375, written to a temp dir), 8 DataLoader workers (and all
            cores), images/s, against the model step's images/s.
-* loop     ``workbench.training.train`` end to end on that folder (vit-b, bf16, 8 workers, eager):
+* loop     ``workbench.train`` end to end on that folder (vit-b, bf16, 8 workers, eager):
            images/s of its last logged interval.
 * slider   ``ReconstructionExplorer`` update latency with vit-l (goal ≤ 300 ms).
 
@@ -91,8 +91,8 @@ def loader_throughput(root: Path, img_size: int, batch: int, workers: int, steps
                       skip: int = 3) -> dict:
     from torch.utils.data import DataLoader
 
-    from workbench.data import ImageFolder, StepBatches
-    ds = ImageFolder(root, img_size, "train", train_transform=True, verify=False)
+    from workbench.data import FolderImages, StepBatches
+    ds = FolderImages(root, img_size, "train", train_transform=True, verify=False)
     order = StepBatches(len(ds), batch, seed=0, steps=steps + skip)
     loader = DataLoader(ds, batch_sampler=order, num_workers=workers,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
@@ -206,7 +206,7 @@ def main() -> None:
         t = time.perf_counter()
         mb = make_jpeg_folder(folder, n)
         sec = {"jpegs": n, "megabytes": round(mb, 1), "generate_seconds":
-               round(time.perf_counter() - t, 1), "transform": "ImageFolder + RandomResizedCrop "
+               round(time.perf_counter() - t, 1), "transform": "FolderImages + RandomResizedCrop "
                f"{img_size} bicubic + flip + normalise, uint8 PIL decode", "loaders": []}
         counts = [2] if smoke else sorted({8, os.cpu_count() or 8})
         for w in counts:
@@ -225,7 +225,7 @@ def main() -> None:
 
     def loop_section():
         from workbench.core.io import read_metrics
-        from workbench.training import TrainConfig, train
+        from workbench import TrainConfig, train
         if not folder.exists():
             make_jpeg_folder(folder, 96 if smoke else args.images)
         steps = 4 if smoke else 40

@@ -30,9 +30,9 @@ import common
 from common import header, table, write_result
 
 from workbench import build_model
+from workbench.linalg import exact_hessian, hessian_density, math_attention, smooth_spectrum
 from workbench.probes import top_hessian_eigenvalues
-from workbench.probes.curvature import hessian_density, smooth_spectrum
-from workbench.probes.hessian import exact_hessian, math_attention
+from workbench.probes.pyhessian_reference import ParamHolder
 
 PARAMS = ("blocks.1.mlp.fc2.weight", "decoder_pred.weight")
 TOL = 1e-3
@@ -94,14 +94,13 @@ def density_row(problem, num_probes: int, steps: int) -> dict:
 
 def pyhessian_density(problem) -> dict:
     """pyhessian's own density(), on the same loss (recorded, whether it runs or not)."""
-    from workbench.probes.hessian import _ParamHolder  # the adapter its eigenvalues() uses
     from pyhessian import hessian as PyHessian
 
     loss, params, _ = problem
     dummy = torch.zeros(1)
     try:
         with math_attention():
-            h = PyHessian(_ParamHolder(params), lambda outputs, targets: loss(),
+            h = PyHessian(ParamHolder(params), lambda outputs, targets: loss(),
                           data=(dummy, dummy), cuda=False)
             h.density(iter=20, n_v=1)
         return {"runs": True}

@@ -59,8 +59,7 @@ if not Path(CHROMIUM).exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install -e '.[browser]' (or make test-browser)")
-sys.path.insert(0, str(ROOT / "analysis"))
-import make_figures  # noqa: E402
+from workbench.experiments import figures as make_figures  # noqa: E402
 
 from workbench.core.io import atomic_write_text  # noqa: E402
 
@@ -71,7 +70,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     given = {k: os.environ.get(f"MIM_BROWSER_{k.upper()}") for k in ("mae", "mff")}
     if all(given.values()):
         return {k: Path(v).resolve() for k, v in given.items()}
-    from workbench.training import TrainConfig, train
+    from workbench import TrainConfig, train
 
     base = tmp_path_factory.mktemp("browser-runs")
     return {kind: Path(train(TrainConfig(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from workbench.__main__ import KINDS, main
+from workbench.__main__ import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
@@ -71,9 +71,17 @@ def test_common_entry_points_import_from_the_top_level():
 
 
 def test_cli_model_kinds_are_the_registered_ones():
+    """--model offers the table of kinds (read without torch), and every kind has its class."""
     from workbench.core.config import MODEL_KINDS
+    from workbench.models import MODEL_CLASSES
 
-    assert sorted(KINDS) == sorted(MODEL_KINDS.names())
+    train = build_parser().train_parser
+    assert MODEL_CLASSES.names() == MODEL_KINDS.names()
+    for kind in MODEL_CLASSES:
+        assert train.parse_args(["--model", kind]).kind == kind
+        assert MODEL_CLASSES.get(kind).has_fusion == MODEL_KINDS.get(kind).has_fusion
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "simmim"])
 
 
 # ----------------------------------------------------------------------------- runs

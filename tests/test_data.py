@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.data import (IMAGENET_MEAN, IMAGENET_STD, BuiltinPhotos, ImageFolder, StepBatches,
-                            build_dataset, heldout_batch, normalize, photo_tiles, to_rgb_uint8,
-                            unnormalize)
+from workbench.data import (IMAGENET_MEAN, IMAGENET_STD, BuiltinPhotos, BuiltinShapes,
+                            FolderImages, StepBatches, build_dataset, heldout_batch, normalize,
+                            photo_tiles, plain_view_seed, to_rgb_uint8, unnormalize)
 
 S = 16
 
@@ -52,6 +52,47 @@ def test_builtin_is_deterministic(train_ds):
     a, b = heldout_batch(S, 16, seed=0), heldout_batch(S, 16, seed=0)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(heldout_batch(S, 16, seed=1)[1], a[1])
+
+
+def test_plain_indexing_is_a_function_of_the_dataset_seed_and_draws_nothing_global():
+    """``ds[i]`` with the training transform is the view of the seed derived from the dataset's
+    seed and i: the same every time, and the global generator is left as it was."""
+    ds = BuiltinPhotos(S, "train")
+    state = torch.get_rng_state()
+    a = ds[7][0]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, ds[7][0]) and torch.equal(a, ds[(7, plain_view_seed(0, 7))][0])
+    other = BuiltinPhotos(S, "train", seed=1)
+    assert not torch.equal(a, other[7][0])
+    assert torch.equal(other[7][0], build_dataset("builtin", S, "train", seed=1)[7][0])
+    shapes = BuiltinShapes(S, "train")
+    flips = [shapes[i][0] for i in range(8)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, shapes[i][0]) for i, x in enumerate(flips))
+
+
+def test_augment_is_a_constructor_argument_of_every_dataset(tmp_path):
+    """A dataset built directly takes ``augment`` as build_dataset does; nothing is set on it
+    afterwards."""
+    root = tmp_path / "f"
+    (root / "a").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"a/{k}.png")
+    photos = [BuiltinPhotos(32, "train", augment=a) for a in ("resize-crop", "mae")]
+    folders = [FolderImages(root, 32, "train", augment=a) for a in ("resize-crop", "mae")]
+    for (direct, plain), name in ((photos, "builtin"), (folders, root)):
+        built = build_dataset(name, 32, "train", augment="resize-crop")
+        assert direct.augment == "resize-crop" and plain.augment == "mae"
+        assert torch.equal(direct[(1, 5)][0], built[(1, 5)][0])
+        assert not torch.equal(direct[(1, 5)][0], plain[(1, 5)][0])
+    for make in (lambda a: BuiltinPhotos(S, augment=a), lambda a: FolderImages(root, S, augment=a),
+                 lambda a: BuiltinShapes(S, augment=a)):
+        with pytest.raises(ValueError, match="augment must be one of"):
+            make("randaugment")
+    with pytest.raises(ValueError, match="shapes"):
+        BuiltinShapes(S, augment="resize-crop")
 
 
 def test_heldout_tiles_never_overlap_training_regions(train_ds, heldout_ds):
@@ -117,7 +158,7 @@ def folder(tmp_path):
 
 def test_image_folder_skips_bad_files_and_converts(folder):
     with pytest.warns(UserWarning, match="skipped 2 unreadable"):
-        ds = ImageFolder(folder, S, "train")
+        ds = FolderImages(folder, S, "train")
     assert ds.classes == ["cats", "dogs"]
     assert len(ds) == 4 and len(ds.skipped) == 2
     assert {p.split("/")[-1] for p, _ in ds.skipped} == {"cut.jpg", "notes.txt"}
@@ -140,7 +181,7 @@ def test_image_folder_skips_bad_files_and_converts(folder):
 def test_image_folder_lazy_skip_at_load_time(folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = ImageFolder(folder, S, "train", train_transform=False, verify=False)
+        ds = FolderImages(folder, S, "train", train_transform=False, verify=False)
     assert len(ds) == 5 and len(ds.skipped) == 1  # notes.txt has no image extension: checked
     cut = [i for i, (p, _) in enumerate(ds.samples) if p.name == "cut.jpg"][0]
     with pytest.warns(UserWarning, match="cut.jpg"):
@@ -155,7 +196,7 @@ def test_image_folder_counts_files_that_fail_in_loader_workers(folder):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = ImageFolder(folder, S, "train", train_transform=False, verify=False)
+        ds = FolderImages(folder, S, "train", train_transform=False, verify=False)
         batches = list(DataLoader(ds, batch_size=len(ds), num_workers=1))
     assert batches[0][0].shape[0] == len(ds)
     assert ds.skipped_while_loading == 1 and len(ds.skipped) == 1
@@ -166,7 +207,7 @@ def test_image_folder_heldout_split(tmp_path):
     (root / "a").mkdir(parents=True)
     for k in range(20):
         Image.new("RGB", (20, 20), (k * 10, 0, 0)).save(root / f"a/{k:02d}.png")
-    tr, he = ImageFolder(root, S, "train"), ImageFolder(root, S, "heldout")
+    tr, he = FolderImages(root, S, "train"), FolderImages(root, S, "heldout")
     assert len(tr) == 18 and len(he) == 2
     assert not {p for p, _ in tr.samples} & {p for p, _ in he.samples}
 

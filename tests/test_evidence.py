@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from workbench.experiments import findings
+from workbench.experiments import evidence, findings
 from workbench.training.settings import LEARNING_REGIME
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-import evidence  # noqa: E402
 
 
 def test_plan_covers_every_claim_input():

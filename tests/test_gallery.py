@@ -3,18 +3,14 @@ captions with the run's n's, and ``findings.html`` rendered from ``findings.md``
 from __future__ import annotations
 
 import json
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import pytest
 
+from workbench.experiments import captions, figures, gallery, scheduler
 from workbench.experiments.findings import make_claim
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "analysis"))
-import make_figures  # noqa: E402
 
 
 def _png(path: Path, width: int, height: int) -> None:
@@ -47,28 +43,51 @@ def test_caption_counts_from_parameters_and_claims():
     params = {"N_BATCHES": 4, "BATCH_SIZE": 16, "TOP_K": 5, "N_IMAGES": 1, "SEED": 0,
               "RATIOS": [0.1, 0.75], "SUPERVISED_STEPS": None}
     claims = [c.to_dict() for c in _claims()] + [{"n": 7}]
-    assert make_figures.caption_counts(params, claims) == (
+    assert captions.caption_counts(params, claims) == (
         "n: 4 minibatches × 16 images; 1 image; 2 mask ratios (0.1, 0.75); "
         "top 5 eigenvalues per minibatch; claim over 1 seed, 8 images; "
         "claim over 1 seed, 4 minibatches; claim over n 7")
-    assert make_figures.caption_counts({"BATCH_SIZE": 32, "N_PROBE": 256}, []) == (
+    assert captions.caption_counts({"BATCH_SIZE": 32, "N_PROBE": 256}, []) == (
         "n: minibatches of 32 images; 256 probe training + 256 held-out images")
-    assert make_figures.caption_counts({"TRACE_SAMPLES": 30, "DENSITY_PROBES": 1}, []) == (
+    assert captions.caption_counts({"TRACE_SAMPLES": 30, "DENSITY_PROBES": 1}, []) == (
         "n: 30 Hutchinson probes; 1 Lanczos probe")
-    assert make_figures.caption_counts({"SEED": 0}, []) == ""
+    assert captions.caption_counts({"SEED": 0}, []) == ""
 
 
 def test_notebook_parameters_injected_win(tmp_path):
-    cell = lambda tags, src: {"cell_type": "code", "metadata": {"tags": tags}, "source": src}  # noqa: E731
+    """The parameters cell's literal defaults (papermill.inspect_notebook), then the values
+    papermill ran the notebook with (metadata.papermill.parameters), which win."""
+    cell = lambda tags, src: {"cell_type": "code", "id": f"c{len(str(src))}",  # noqa: E731
+                              "metadata": {"tags": tags}, "source": src, "outputs": [],
+                              "execution_count": None}
     nb = {"cells": [cell(["parameters"], ["N_IMAGES = 6\n", "DATA = 'builtin'  # note\n",
-                                          "PATH = Path('x')\n"]),
+                                          "PATH = Path('x')\n", "RATIOS = [0.1, 0.5]\n"]),
                     cell(["injected-parameters"], "N_IMAGES = 2\nTOL = 1e-2\n"),
-                    cell([], "N_IMAGES = 99\n")]}
+                    cell([], "N_IMAGES = 99\n")],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                      "language": "python"},
+                       "language_info": {"name": "python"},
+                       "papermill": {"parameters": {"N_IMAGES": 2, "TOL": 0.01}}},
+          "nbformat": 4, "nbformat_minor": 5}
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
-    assert make_figures.notebook_parameters(path) == {"N_IMAGES": 2, "DATA": "builtin",
-                                                      "TOL": 0.01}
-    assert make_figures.notebook_parameters(tmp_path / "missing.ipynb") == {}
+    assert captions.notebook_parameters(path) == {"N_IMAGES": 2, "DATA": "builtin",
+                                                  "RATIOS": [0.1, 0.5], "TOL": 0.01}
+    del nb["metadata"]["papermill"]  # a notebook papermill did not run: its defaults
+    path.write_text(json.dumps(nb))
+    assert captions.notebook_parameters(path) == {"N_IMAGES": 6, "DATA": "builtin",
+                                                  "RATIOS": [0.1, 0.5]}
+    assert captions.notebook_parameters(tmp_path / "missing.ipynb") == {}
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    assert captions.notebook_parameters(tmp_path / "broken.ipynb") == {}
+
+
+def test_image_size_with_pillow(tmp_path):
+    _png(tmp_path / "a.png", 7, 3)
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    assert gallery.image_size(tmp_path / "a.png") == (7, 3)
+    assert gallery.image_size(tmp_path / "b.png") is None
+    assert gallery.image_size(tmp_path / "missing.png") is None
 
 
 def test_write_index_captions_with_counts(tmp_path):
@@ -81,7 +100,7 @@ def test_write_index_captions_with_counts(tmp_path):
                _record("linear_probe", {"N_PROBE": 384}, [])]
     captions = {"hessian": "Top-k <Hessian> eigenvalues. Paper: MFF Fig. 6.",
                 "linear_probe.ipynb": "Probe accuracy."}  # found by notebook too
-    make_figures.write_index(tmp_path, records, {"git_commit": "abc"}, captions)
+    gallery.write_index(tmp_path, records, {"git_commit": "abc"}, captions)
     page = (tmp_path / "index.html").read_text()
     assert "Top-k &lt;Hessian&gt; eigenvalues. Paper: MFF Fig. 6." in page
     assert ("n: 4 minibatches × 16 images; top 5 eigenvalues per minibatch; "
@@ -95,7 +114,7 @@ def test_write_index_captions_with_counts(tmp_path):
 
 
 def test_write_index_default_captions_from_figures_yaml(tmp_path):
-    make_figures.write_index(tmp_path, [_record("reconstruction", {"N_IMAGES": 6}, [])],
+    gallery.write_index(tmp_path, [_record("reconstruction", {"N_IMAGES": 6}, [])],
                              {"git_commit": None})
     page = (tmp_path / "index.html").read_text()
     assert "MAE Figs. 2–4" in page and "n: 6 images" in page
@@ -104,7 +123,7 @@ def test_write_index_default_captions_from_figures_yaml(tmp_path):
 
 
 def test_figures_yaml_captions_name_the_paper():
-    for entry in make_figures.load_parameter_sets(make_figures.PARAMS_FILE):
+    for entry in captions.load_parameter_sets(captions.PARAMS_FILE):
         assert "Paper:" in entry.get("caption", ""), entry["name"]
 
 
@@ -114,7 +133,7 @@ def test_write_findings_renders_html_tables(tmp_path, with_claims):
     (tmp_path / "probe").mkdir()
     if with_claims:
         (tmp_path / "probe" / "claims.json").write_text(json.dumps([c.to_dict() for c in claims]))
-    make_figures.write_findings(tmp_path, [_record("probe", {}, [])])
+    gallery.write_findings(tmp_path, [_record("probe", {}, [])])
     page = (tmp_path / "findings.html").read_text()
     assert "<table>" in page and "<h1>" in page and "href='index.html'" in page
     if with_claims:
@@ -127,18 +146,18 @@ def test_write_findings_renders_html_tables(tmp_path, with_claims):
 
 
 # ----------------------------------------------------------------------------- the batch's pool
-def _task(name: str, kind: str, cost: float, needs=(), call=(time.sleep, 0)) -> "make_figures.Task":
-    return make_figures.Task(name, kind, cost, tuple(needs), call)
+def _task(name: str, kind: str, cost: float, needs=(), call=(time.sleep, 0)) -> "figures.Task":
+    return figures.Task(name, kind, cost, tuple(needs), call)
 
 
 def test_trainings_that_unblock_most_start_first_and_notebooks_wait_for_theirs():
     tasks = [_task("small", "notebook", 2), _task("b", "train", 1),
              _task("needs a", "notebook", 5, ["a"]), _task("a", "train", 1),
              _task("needs both", "notebook", 1, ["a", "b"])]
-    assert make_figures.priorities(tasks) == {"small": 2, "b": 2, "needs a": 5, "a": 7,
-                                              "needs both": 1}
+    assert figures.priorities(tasks) == {"small": 2, "b": 2, "needs a": 5, "a": 7,
+                                         "needs both": 1}
     order = []
-    times = make_figures.run_tasks(tasks, 1, lambda t, result: order.append(t.name))
+    times = figures.run_tasks(tasks, 1, lambda t, result: order.append(t.name))
     assert order == ["a", "needs a", "small", "b", "needs both"]
     assert set(times) == {t.name for t in tasks}
     assert times["needs both"][0] >= max(times["a"][1], times["b"][1])
@@ -149,7 +168,7 @@ def test_two_jobs_overlap_and_a_notebook_starts_when_its_training_ends():
              _task("free", "notebook", 2, call=(time.sleep, 1.0)),
              _task("needs a", "notebook", 1, ["a"], call=(time.sleep, 0.1))]
     done = []
-    times = make_figures.run_tasks(tasks, 2, lambda t, result: done.append(t.name))
+    times = figures.run_tasks(tasks, 2, lambda t, result: done.append(t.name))
     assert times["free"][0] < times["a"][1] and times["a"][0] < times["free"][1]  # side by side
     assert times["needs a"][0] >= times["a"][1]
     assert sorted(done) == ["a", "free", "needs a"]
@@ -161,7 +180,7 @@ def test_a_failed_training_starts_nothing_more_and_is_raised(jobs):
              _task("needs a", "notebook", 5, ["a"]), _task("later", "notebook", 0.5)]
     done = []
     with pytest.raises(ValueError, match="not a number"):
-        make_figures.run_tasks(tasks, jobs, lambda t, result: done.append(t.name))
+        figures.run_tasks(tasks, jobs, lambda t, result: done.append(t.name))
     assert "needs a" not in done
     if jobs == 1:  # one at a time: nothing starts after the failure
         assert done == []
@@ -178,23 +197,23 @@ def test_only_the_runs_the_chosen_notebooks_read_are_trained(tmp_path):
     everything = {"name": "reconstruction", "notebook": "reconstruction.ipynb"}
 
     def trained(sets):
-        return sorted(t.name for t in make_figures.batch_tasks(plans, sets, args, {})
+        return sorted(t.name for t in figures.batch_tasks(plans, sets, args, {})
                       if t.kind == "train")
 
     assert trained([hessian]) == ["mae", "mff"]
     assert trained([sweep]) == []
     assert trained([sweep, everything]) == ["mae", "mff", "pixels"]  # default: every run
-    tasks = {t.name: t for t in make_figures.batch_tasks(plans, [hessian, sweep], args, {})}
+    tasks = {t.name: t for t in figures.batch_tasks(plans, [hessian, sweep], args, {})}
     assert tasks["hessian"].needs == ("mae", "mff") and tasks["sweep"].needs == ()
     reused = {**plans, "mae": (plans["mae"][0], None)}  # a finished run: nothing to wait for
-    tasks = {t.name: t for t in make_figures.batch_tasks(reused, [hessian], args, {})}
+    tasks = {t.name: t for t in figures.batch_tasks(reused, [hessian], args, {})}
     assert "mae" not in tasks and tasks["hessian"].needs == ("mff",)
     order = []  # and the notebook does run, after the one training left
-    make_figures.run_tasks([_task("mff", "train", 3), _task("hessian", "notebook", 3, ["mff"])],
-                           1, lambda t, result: order.append(t.name))
+    figures.run_tasks([_task("mff", "train", 3), _task("hessian", "notebook", 3, ["mff"])],
+                      1, lambda t, result: order.append(t.name))
     assert order == ["mff", "hessian"]
 
 
 def test_a_task_waiting_for_a_run_nobody_trains_is_an_error_not_a_hang():
-    with pytest.raises(RuntimeError, match="not trained.*'mae'"):
-        make_figures.run_tasks([_task("hessian", "notebook", 3, ["mae"])], 2, lambda t, r: None)
+    with pytest.raises(scheduler.ScheduleError, match="'hessian' needs \\['mae'\\]"):
+        figures.run_tasks([_task("hessian", "notebook", 3, ["mae"])], 2, lambda t, r: None)

@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from workbench import build_model
 from workbench.probes import top_hessian_eigenvalues
-from workbench.probes.hessian import DENSE_LIMIT, exact_hessian
+from workbench.linalg import exact_hessian
+from workbench.linalg.topk import DENSE_LIMIT
 
 N = 300
 assert N > DENSE_LIMIT  # the Lanczos path, not the dense one

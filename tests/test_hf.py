@@ -6,8 +6,11 @@ timm's ``.safetensors`` files round-trip through ``export_timm``."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -236,10 +239,34 @@ def test_missing_or_misshaped_projections_are_named(tmp_path):
 
 
 # ----------------------------------------------------------------------------- hub cache
+def use_hub_cache(monkeypatch, folder) -> None:
+    """Point the hub cache at ``folder`` for one test. huggingface_hub reads ``HF_HUB_CACHE`` /
+    ``HF_HOME`` once, when it is imported (before any test runs), into
+    ``huggingface_hub.constants.HF_HUB_CACHE``, which both ``hub_cache_dir`` and
+    ``snapshot_download`` read at each call: a test sets that constant (an environment variable
+    set now would be ignored by huggingface_hub itself)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+
+
+def test_hub_cache_follows_the_environment_at_start(tmp_path):
+    """``HF_HOME`` / ``HF_HUB_CACHE`` set before Python starts name the cache (huggingface_hub's
+    rule, read through its constants)."""
+    code = "from workbench.checkpoints.hf import hub_cache_dir; print(hub_cache_dir())"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME")}
+    for extra, expected in (({"HF_HOME": str(tmp_path)}, tmp_path / "hub"),
+                            ({"HF_HUB_CACHE": str(tmp_path / "c")}, tmp_path / "c")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, timeout=120, check=True)
+        assert out.stdout.strip() == str(expected)
+
+
 def test_hub_name_not_in_the_cache_names_the_folder(tmp_path, monkeypatch):
     cache = tmp_path / "empty-cache"
     cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    use_hub_cache(monkeypatch, cache)
     with pytest.raises(FileNotFoundError) as e:
         load_checkpoint("facebook/vit-mae-base")
     assert str(cache) in str(e.value)
@@ -252,9 +279,7 @@ def test_hub_name_resolves_from_the_cache(tmp_path, monkeypatch):
     hf.save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     model = load_checkpoint("facebook/vit-mae-base")
     assert model.checkpoint_info.layout == "huggingface"
     assert_same_outputs(hf, model, *images_and_noise())
@@ -283,7 +308,7 @@ def test_timm_safetensors_round_trip(tmp_path, monkeypatch):
     (snapshot / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch8_32"}))
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("b" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     assert detect_layout(load_file(path)) == "timm"
     model = load_checkpoint("timm/vit_tiny.mae", num_heads=2)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from workbench.checkpoints import read_checkpoint
 from workbench.probes.linear import weighted_knn_predictions
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 from workbench.probes.monitor import build_monitor, knn_data_for
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,

@@ -14,7 +14,7 @@ from workbench.core.config import ModelConfig
 from workbench.models import model_from_config
 from workbench.probes.learning import (MIN_GAIN, initial_model, learning_check, paired_gain,
                                        pixel_correct)
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)

@@ -9,7 +9,8 @@ import torch
 
 from workbench import build_model, model_config
 from workbench.core.config import MASK_STRATEGIES, MODEL_KINDS, default_fuse_layers
-from workbench.models import MaskedAutoencoder, MFFMaskedAutoencoder, mask_patches, num_kept
+from workbench.models import (MASK_SCORES, MODEL_CLASSES, MaskedAutoencoder, MFFMaskedAutoencoder,
+                              mask_patches, model_class, num_kept)
 from workbench.models.masking import bayer_matrix, seeded_masks, seeded_uniform
 from workbench.models.pos_embed import sincos_2d
 from workbench.core.registry import Registry
@@ -120,11 +121,15 @@ def test_block_masking_masks_contiguous_regions():
 
 @pytest.fixture
 def top_rows_strategy():
-    """A throwaway masking strategy, registered for one test: mask patches in raster order."""
-    @MASK_STRATEGIES.register("top-rows")
+    """A throwaway masking strategy, registered for one test: mask patches in raster order. Its
+    name goes into the table configs are checked against, its score function beside it."""
+    MASK_STRATEGIES.register("top-rows")("the top rows, in raster order")
+
+    @MASK_SCORES.register("top-rows")
     def top_rows_scores(batch, grid, num_masked, generator):
         return torch.arange(grid * grid, 0, -1).float().expand(batch, -1)  # first = highest
     yield "top-rows"
+    MASK_SCORES.unregister("top-rows")
     MASK_STRATEGIES.unregister("top-rows")
 
 
@@ -154,10 +159,33 @@ def test_unknown_kind_and_strategy_errors_list_the_registered_names():
 
 
 def test_registries_hold_the_models_and_strategies():
-    assert MODEL_KINDS.get("mae") is MaskedAutoencoder
-    assert MODEL_KINDS.get("mff") is MFFMaskedAutoencoder and "mff" in MODEL_KINDS
+    assert MODEL_CLASSES.get("mae") is MaskedAutoencoder
+    assert MODEL_CLASSES.get("mff") is MFFMaskedAutoencoder and "mff" in MODEL_CLASSES
     assert sorted(MODEL_KINDS) == ["mae", "mff"] and [] not in MODEL_KINDS
     assert list(MASK_STRATEGIES) == ["random", "block", "grid"] and "grid" in MASK_STRATEGIES
+    # the tables (plain data, read without torch) and the code registered under their names agree
+    assert MODEL_CLASSES.names() == MODEL_KINDS.names()
+    assert MASK_SCORES.names() == MASK_STRATEGIES.names()
+    for kind in MODEL_KINDS:
+        assert MODEL_CLASSES.get(kind).has_fusion == MODEL_KINDS.get(kind).has_fusion
+        assert model_config(kind).has_fusion == MODEL_KINDS.get(kind).has_fusion
+
+
+def test_code_registers_only_under_names_of_the_tables():
+    """A class or score function for a kind or strategy the tables do not name is refused, and so
+    is a class whose has_fusion contradicts its kind's entry."""
+    with pytest.raises(ValueError, match=r"model class 'simmim' is not a model kind \(one of "
+                                         r"\('mae', 'mff'\)\)"):
+        model_class("simmim")
+    with pytest.raises(ValueError, match="mask score 'checker' is not a mask_strategy"):
+        MASK_SCORES.register("checker")
+    MODEL_CLASSES.unregister("mff")
+    try:
+        with pytest.raises(ValueError, match="MODEL_KINDS says model kind 'mff' has has_fusion"):
+            model_class("mff")(MaskedAutoencoder)  # has_fusion False: not an MFF model
+    finally:
+        MODEL_CLASSES.register("mff")(MFFMaskedAutoencoder)
+    assert MODEL_CLASSES.get("mff") is MFFMaskedAutoencoder
 
 
 def test_registry_basics():
@@ -171,6 +199,13 @@ def test_registry_basics():
     with pytest.raises(ValueError, match=r"colour must be one of \('red', 'blue'\), got 'green'"):
         reg.get("green")
     assert reg.unregister("red") == 1 and reg.names() == ("blue",)
+    table = Registry("shade", {"dark": 0, "light": 1})  # a table written in one place
+    assert table.names() == ("dark", "light") and table.get("light") == 1
+    keyed: Registry[str] = Registry("swatch", within=table)
+    keyed.register("dark")("#000")
+    with pytest.raises(ValueError, match=r"swatch 'grey' is not a shade \(one of \('dark', "
+                                         r"'light'\)\)"):
+        keyed.register("grey")
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])

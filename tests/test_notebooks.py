@@ -6,7 +6,6 @@ import ast
 import json
 import re
 import shutil
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,12 +17,11 @@ import yaml
 
 from workbench.experiments import findings
 from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-sys.path.insert(0, str(ROOT / "analysis"))
-import make_figures  # noqa: E402
+from workbench.experiments import figures as make_figures  # noqa: E402
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)

@@ -15,10 +15,9 @@ matplotlib.use("Agg")
 
 from workbench import build_model  # noqa: E402
 from workbench.plots import curvature as plots_curvature  # noqa: E402
-from workbench.probes.curvature import (compare_curvature, hessian_density,  # noqa: E402
-                                        hessian_trace, lanczos_tridiagonal, mae_loss_fn,
-                                        smooth_spectrum)
-from workbench.probes.hessian import exact_hessian  # noqa: E402
+from workbench.linalg import (exact_hessian, hessian_density, hessian_trace,  # noqa: E402
+                              lanczos_tridiagonal, smooth_spectrum)
+from workbench.probes.curvature import compare_curvature, mae_loss_fn  # noqa: E402
 from workbench.probes.landscape import (compare_landscapes, filter_normalize,  # noqa: E402
                                         filter_normalized_direction, loss_landscape)
 from problems import quadratic  # noqa: E402
@@ -157,6 +156,25 @@ def test_lanczos_tridiagonal_is_the_projected_matrix():
     alpha, beta = lanczos_tridiagonal(lambda u: a @ u, v, 5)
     assert alpha.shape == (5,) and beta.shape == (4,)
     assert alpha[0] == pytest.approx(float(v @ a @ v) / 30)
+
+
+def test_one_lanczos_serves_the_quadrature_and_the_top_k():
+    """The quadrature's run and the top-k engine are the same iteration (linalg.lanczos)."""
+    from workbench.linalg import lanczos_run, top_eigenpairs
+    lam = np.concatenate([np.linspace(-1, 1, 100), [-7.0, 4.0]])
+    loss, x, a = quadratic(lam)
+    kry = lanczos_run(lambda u: a @ u, torch.ones(102, dtype=torch.float64), 40)
+    theta, S, _ = kry.ritz()  # largest magnitude first
+    assert kry.m == 40 and kry.p == 0  # the last step adds no frontier vector
+    top = top_eigenpairs(loss, [x], k=2, tol=1e-10).eigenvalues
+    assert np.allclose(theta[:2], [-7.0, 4.0], rtol=1e-9) and np.allclose(top, theta[:2])
+    y = kry.vectors(S[:, :1])[0]  # the Ritz vector of -7: an eigenvector
+    assert torch.allclose(a @ y, -7.0 * y, atol=1e-8)
+    plain = lanczos_run(lambda u: a @ u, torch.ones(102, dtype=torch.float64), 10,
+                        reorthogonalize=False)
+    assert plain.Q.shape == (2, 102)  # O(n) memory: a ring of two vectors
+    with pytest.raises(ValueError, match="whole basis"):
+        plain.vectors(np.eye(10)[:, :1])
 
 
 def test_bad_inputs():

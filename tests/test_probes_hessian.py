@@ -74,13 +74,13 @@ def test_small_mlp_matches_exact_hessian():
     assert flat0.numel() == 32  # dense path; force Lanczos too by lowering the dense limit
     got = top_hessian_eigenvalues(lambda: ((net(x) - y) ** 2).mean(), list(net.parameters()), k=4)
     assert torch.allclose(got, exact, rtol=1e-8, atol=1e-10)
-    import workbench.probes.hessian as H
-    old, H.DENSE_LIMIT = H.DENSE_LIMIT, 0
+    import workbench.linalg.topk as T
+    old, T.DENSE_LIMIT = T.DENSE_LIMIT, 0
     try:
         got = top_hessian_eigenvalues(lambda: ((net(x) - y) ** 2).mean(), list(net.parameters()),
                                       k=4, tol=1e-10)
     finally:
-        H.DENSE_LIMIT = old
+        T.DENSE_LIMIT = old
     assert torch.allclose(got, exact, rtol=1e-6, atol=1e-9)
 
 
@@ -176,7 +176,7 @@ def test_residual_stopping_rule_bounds_the_error():
 
 
 def test_batched_hvp_equals_looped_hvps():
-    from workbench.probes.hessian import HVPOperator
+    from workbench.linalg import HVPOperator
     torch.manual_seed(0)
     model = build_model("mae", **SMALL).eval()
     imgs = torch.randn(4, 3, 16, 16)

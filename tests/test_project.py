@@ -44,3 +44,29 @@ def test_ci_runs_make_test_and_fails_on_failure():
     assert ci.index("make test\n") < ci.index("make test-browser")
     assert "apt-get install" in ci and "installing Debian's chromium" in ci
     assert re.search(r"^test:", (ROOT / "Makefile").read_text(), re.M)
+
+
+# folders whose files the repository holds (the others a README path names are made by runs)
+TRACKED = ("workbench", "tests", "analysis", "bench", "notebooks", "docs", "weights", ".ci")
+PACKAGE_PARTS = tuple(p.name for p in (ROOT / "workbench").iterdir() if p.is_dir())
+
+
+def readme_paths() -> set[str]:
+    """Every path in backticks in README.md under a tracked folder; a path written from inside
+    the package (``probes/learning.py``) is read as ``workbench/probes/learning.py``."""
+    found = set()
+    for ref in re.findall(r"`([\w.<>*/-]+/[\w.<>*/-]*)`", (ROOT / "README.md").read_text()):
+        ref = ref.split("::")[0]
+        first = ref.split("/")[0]
+        if first in PACKAGE_PARTS and first != "__pycache__":
+            ref = "workbench/" + ref
+        if ref.split("/")[0] in TRACKED:
+            found.add(ref)
+    return found
+
+
+def test_every_path_the_readme_names_exists():
+    assert len(readme_paths()) > 20  # the reader still finds paths
+    missing = [p for p in sorted(readme_paths())
+               if not list(ROOT.glob(re.sub(r"<[^>]*>", "*", p).rstrip("/")))]
+    assert not missing, f"README.md names paths that do not exist: {missing}"

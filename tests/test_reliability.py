@@ -41,13 +41,13 @@ import workbench.training.loop as train_loop
 from workbench.__main__ import main
 from workbench.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from workbench.core.io import file_lock
-from workbench.data import ImageFolder
+from workbench.data import FolderImages
 from workbench.models import MaskedAutoencoder, build_model
-from workbench.training import Dist, StopRequest, TrainConfig, train
+from workbench import train
+from workbench.training import Dist, StopRequest, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "analysis"))
-import make_figures  # noqa: E402
+from workbench.experiments import figures as make_figures  # noqa: E402
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -427,6 +427,34 @@ def test_a_second_training_into_a_directory_in_use_is_refused(tmp_path, capsys):
     assert not (run / "checkpoint.pt").exists()
 
 
+def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path):
+    """A process that dies holding a run's lock (SIGKILL: no clean-up of its own) is named while
+    it lives and leaves nothing that blocks the next run: the lock file stays, locking nothing."""
+    from workbench.core.io import FileLocked
+
+    run = tmp_path / "run"
+    holder = ("import sys, time\nfrom workbench.core.io import file_lock\n"
+              f"with file_lock({str(run / '.lock')!r}):\n"
+              "    print('held', flush=True)\n    time.sleep(600)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", holder], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert select.select([proc.stdout], [], [], GUARD_S)[0]
+        assert proc.stdout.readline() == "held\n"
+        with pytest.raises(FileLocked, match=rf"held by another training run \(pid {proc.pid}\)"):
+            with file_lock(run / ".lock", 0, holder="another training run"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait(GUARD_S)
+    with file_lock(run / ".lock", 0):  # at once: the kernel dropped the dead holder's lock
+        assert (run / ".lock").read_text() == str(os.getpid())
+    assert [p.name for p in run.iterdir()] == [".lock"] and (run / ".lock").read_text() == ""
+    with file_lock(run / ".lock", 0):  # the file left behind blocks nothing
+        pass
+
+
 def test_nan_before_any_checkpoint_writes_none(tmp_path, monkeypatch, capsys):
     real = MaskedAutoencoder.forward_loss
     monkeypatch.setattr(MaskedAutoencoder, "forward_loss",
@@ -468,12 +496,12 @@ def odd_folder(root: Path) -> Path:
 
 def test_small_and_odd_images_are_converted_counted_and_train(tmp_path, capsys):
     root = odd_folder(tmp_path / "imgs")
-    ds = ImageFolder(root, 16, "train")
+    ds = FolderImages(root, 16, "train")
     assert len(ds) == 8 and ds.skipped == []
     assert ds.converted == {"smaller than 16 px (upscaled)": 5, "grayscale -> RGB": 2,
                             "16-bit -> 8-bit RGB": 1, "alpha dropped": 2, "palette -> RGB": 1}
     for train_transform in (True, False):
-        view = ImageFolder(root, 16, "train", train_transform=train_transform)
+        view = FolderImages(root, 16, "train", train_transform=train_transform)
         for i in range(len(view)):
             x, _ = view[(i, i)] if train_transform else view[i]
             assert x.shape == (3, 16, 16) and torch.isfinite(x).all()

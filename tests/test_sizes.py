@@ -417,7 +417,7 @@ def test_long_probes_say_what_they_will_cost(capsys, monkeypatch):
 TORCHRUN_SCRIPT = """
 import json, os, sys
 import workbench.training.loop as loop
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 real = loop.train_step
 
 def step_then_mark(state, batches):  # both ranks say when they are past step 2

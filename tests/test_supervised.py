@@ -10,8 +10,8 @@ from PIL import Image
 
 from workbench.experiments import findings
 from workbench.probes.fusion import FusionHistory
-from workbench.training.supervised import (FusionClassifier, SupervisedFusionConfig,
-                                  train_supervised_fusion)
+from workbench.experiments.supervised import SupervisedFusionConfig, train_supervised_fusion
+from workbench.training.supervised import FusionClassifier
 from workbench.core.config import model_config
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
@@ -85,3 +85,26 @@ def test_matching_copies_the_pretraining_run():
     assert (cfg.steps, cfg.lr, cfg.warmup, cfg.seed, cfg.batch_size) == (300, 1e-3, 15, 3, 16)
     assert cfg.model_overrides == {"depth": 4} and cfg.data == "shapes"
     assert SupervisedFusionConfig.matching(TrainConfig(lr=5e-4, steps=40)).lr == 5e-4
+
+
+def test_supervised_is_an_objective_of_the_one_loop(tmp_path):
+    """A kept run directory: the fusion weights in metrics.jsonl, a checkpoint, and a resumed run
+    that ends where an uncut one does."""
+    from workbench.checkpoints import read_checkpoint
+    from workbench.probes import fusion_history
+    from workbench.training import TrainConfig, run_training
+
+    cfg = SupervisedFusionConfig(model_overrides=SMALL, data="builtin", steps=6, batch_size=8,
+                                 lr=3e-3, warmup=2, log_every=2, progress=False,
+                                 out=str(tmp_path / "kept"))
+    r = train_supervised_fusion(cfg)
+    assert fusion_history(tmp_path / "kept").steps.tolist() == [0, 2, 4, 6] == \
+        r.history.steps.tolist()
+    run = cfg.train_config(str(tmp_path / "cut"))
+    run_training(TrainConfig(**{**run.to_dict(), "stop_after": 3, "resume": False}))
+    resumed = run_training(run)  # resume=True: continues the cut run to the end
+    assert resumed.heldout_accuracy == r.heldout_accuracy and resumed.step == 6
+    a, b = (read_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("kept", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="kind must be 'mff'"):
+        run_training(TrainConfig(kind="mae", objective="supervised", out=str(tmp_path / "x")))

@@ -18,8 +18,9 @@ from workbench.__main__ import main
 from workbench.checkpoints import load_checkpoint, read_checkpoint
 from workbench.models import MaskedAutoencoder, build_model
 from workbench.probes import fusion_history, fusion_state
+from workbench import train
 from workbench.training import (TrainConfig, TrainingDiverged, evaluate, group_names, lr_at,
-                                peak_lr, resolve, train)
+                                peak_lr, resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
@@ -329,10 +330,42 @@ def test_clear_errors_before_training(tmp_path):
         train(small_cfg(tmp_path / "done", steps=1))
 
 
+def test_the_loop_takes_its_measurements_as_hooks(tmp_path):
+    """``run_training`` without hooks trains the same weights as ``workbench.train`` (the
+    standard monitor and snapshots) and writes neither; a hook given is called as documented."""
+    from workbench.training import TrainHooks, run_training
+
+    kw = dict(kind="mae", steps=4, log_every=2, snapshot_every=2, knn_every=2, knn_images=32)
+    wired = train(small_cfg(tmp_path / "wired", **kw))
+    bare = run_training(small_cfg(tmp_path / "bare", **kw))
+    assert [r["step"] for r in metrics(tmp_path / "wired") if "knn_acc" in r] == [0, 2, 4]
+    assert not any("knn_acc" in r for r in metrics(tmp_path / "bare"))
+    assert sorted(p.name for p in (tmp_path / "wired/snapshots").iterdir()) == \
+        ["step_000002.png", "step_000004.png"]
+    assert not (tmp_path / "bare/snapshots").exists() or \
+        not any((tmp_path / "bare/snapshots").iterdir())
+    assert wired.heldout_loss == bare.heldout_loss
+    wa, wb = weights(tmp_path / "wired"), weights(tmp_path / "bare")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    calls = []
+
+    def factory(cfg, mcfg):
+        calls.append(("built", cfg.knn_every, mcfg.img_size))
+        return lambda model: {"my_reading": float(len(calls))}
+
+    def picture(model, imgs, seed):
+        calls.append(("drawn", tuple(imgs.shape), seed))
+        return Image.new("RGB", (2, 2))
+
+    run_training(small_cfg(tmp_path / "mine", **kw), TrainHooks(monitor=factory, snapshot=picture))
+    assert calls[0] == ("built", 2, 16) and calls.count(("drawn", (4, 3, 16, 16), 0)) == 2
+    assert [r["step"] for r in metrics(tmp_path / "mine") if "my_reading" in r] == [0, 2, 4]
+
+
 # ----------------------------------------------------------------------------- DDP
 DDP_SCRIPT = """
 import json, sys
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 train(TrainConfig(**json.loads(sys.argv[1])))
 """
 
@@ -379,7 +412,7 @@ def test_ddp_two_gloo_ranks_match_single_process(tmp_path):
 DDP_STOP_SCRIPT = """
 import json, os, signal, sys
 import workbench.training.loop as loop
-from workbench.training import TrainConfig, train
+from workbench import TrainConfig, train
 real = loop.train_step
 
 def step_then_signal(state, batches):  # rank 1 alone is asked to stop, during step 3

@@ -118,8 +118,8 @@ def test_png_bytes_decode_to_the_same_pixels():
     pictures = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
     pictures.append(pictures[1].repeat(5, axis=0).repeat(5, axis=1))  # upscaled: repeated rows
     pictures.append(np.asfortranarray(pictures[2]))  # any memory layout
-    pictures.append(rng.integers(0, 256, (9, 11, 4), dtype=np.uint8))  # RGBA: Pillow's path
-    pictures.append(rng.integers(0, 256, (6, 5), dtype=np.uint8))  # grey: Pillow's path
+    pictures.append(rng.integers(0, 256, (9, 11, 4), dtype=np.uint8))  # RGBA
+    pictures.append(rng.integers(0, 256, (6, 5), dtype=np.uint8))  # grey
     for pic in pictures:
         data = png_bytes(pic)
         assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ _WHERE = {
     "export_timm": ".checkpoints",
     "export_hf": ".checkpoints.hf",
     "reconstruct": ".probes",
-    "train": ".training",
+    "train": ".experiments.pretraining",
     "TrainConfig": ".training",
 }
 __getattr__ = lazy_exports(__name__, _WHERE)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .core.config import ModelConfig
+from .core.config import MODEL_KINDS, ModelConfig
 
 
 def parse_value(text: str):
@@ -55,10 +55,6 @@ def apply_settings(pairs: list[str], train_fields: dict, model_overrides: dict,
                          f"settings: {', '.join(sorted(train_names))}")
 
 
-# The built-in model kinds (workbench.core.config.MODEL_KINDS, checked by a test), spelled out so that
-# --help and argument errors answer without importing torch.
-KINDS = ("mae", "mff")
-
 TRAIN_EXAMPLES = """examples:
   python -m workbench train                                # tiny MFF-MAE into runs/mff-tiny
   python -m workbench train --model mae --steps 600        # tiny MAE, longer
@@ -89,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train or resume a model. Without --resume a run directory "
                                    "that holds a checkpoint is refused.")
     a = t.add_argument
-    a("--model", dest="kind", choices=KINDS, help="model kind (default: mff; --resume: the "
-      "checkpoint's)")
+    a("--model", dest="kind", choices=MODEL_KINDS.names(),  # the table: no torch for --help
+      help="model kind (default: mff; --resume: the checkpoint's)")
     a("--preset", help="tiny, gpu-small, vit-s/b/l/h (default: tiny; --resume: the checkpoint's)")
     a("--data", help="builtin (photos), shapes, or a folder ROOT/<class>/ (default: builtin)")
     a("--steps", type=int, help="optimizer steps, the schedule's length (default: the preset's)")
@@ -138,7 +134,8 @@ def cmd_train(args, parser) -> int:
     out = args.out or f"runs/{fields.get('kind', 'mff')}-{fields.get('preset', 'tiny')}"
     session = dict(out=out, resume=args.resume, device=args.device, compile=args.compile,
                    progress=not args.no_progress)
-    from .training import TrainConfig, TrainingDiverged, train
+    from .experiments.pretraining import train
+    from .training import TrainConfig, TrainingDiverged
     from .training.run_dir import saved_train_config
 
     try:

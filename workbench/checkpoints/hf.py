@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from . import (LAYOUTS, CheckpointError, check_weights_agree, claims_of, infer_config,
-                          write_safetensors)
 from ..core.config import ModelConfig
 from ..core.io import atomic_write_text
 from ..models import MaskedAutoencoder
 from ..models.masking import Masking, masking_from_scores, num_kept
+from .files import CheckpointError, write_safetensors
+from .layouts import LAYOUTS, check_weights_agree, claims_of, infer_config
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # save_pretrained's file names
@@ -68,15 +68,11 @@ _BLOCK_KEY = re.compile("^(" + "|".join(re.escape(p) for hub, other, _ in _BLOCK
 
 # ------------------------------------------------------------------------------- hub cache
 def hub_cache_dir() -> Path:
-    """Where huggingface_hub keeps downloads, read from the environment at call time:
-    ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
-    env = os.environ
-    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-    if cache:
-        return Path(cache).expanduser()
-    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"),
-                                              "huggingface")
-    return Path(home).expanduser() / "hub"
+    """Where huggingface_hub keeps downloads: its own ``constants.HF_HUB_CACHE`` (read at each
+    call), which huggingface_hub sets from ``HF_HUB_CACHE`` or ``HF_HOME`` when it is imported."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser()
 
 
 def is_hub_name(name: str) -> bool:

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from .registry import Registry
 
-# Filled where each entry is defined: ``@MODEL_KINDS.register("mae")`` on the model class
-# (models/mae.py, models/mff.py), ``@MASK_STRATEGIES.register("random")`` on the score function
-# (models/masking.py). The first lookup imports ``workbench.models`` (and torch), so both are
-# complete whenever they are read, while a config alone loads without torch.
-MODEL_KINDS: Registry[Callable[..., Any]] = Registry("model kind", source="workbench.models")
-MASK_STRATEGIES: Registry[Callable[..., Any]] = Registry("mask_strategy", source="workbench.models")
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a config and a size estimate need to know of a model kind, as plain data (its class,
+    and torch, are not needed to check or size a config)."""
+
+    has_fusion: bool  # the decoder reads a learned mix of several encoder layers (MFF)
+
+
+# The model kinds: the one table of them. Configs are checked against it and the command line
+# offers its names, without torch; each kind's class registers under the same name in
+# workbench.models (MODEL_CLASSES, which refuses a name missing here or a class that disagrees).
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind", {
+    "mae": ModelKind(has_fusion=False),  # He et al., CVPR 2022
+    "mff": ModelKind(has_fusion=True),  # MFF-MAE, Liu et al., ICCV 2023
+})
+# The masking strategies, name -> what it masks: the one table of their names. Each one's score
+# function registers under the same name in workbench.models.masking (MASK_SCORES).
+MASK_STRATEGIES: Registry[str] = Registry("mask_strategy", {
+    "random": "a uniform random subset of the patches (MAE)",
+    "block": "rectangles of random area and aspect ratio (BEiT's block-wise masking)",
+    "grid": "a regular lattice, one patch of every 2x2 at ratio 0.75 (MAE's grid-wise sampling)",
+})
 FUSION_PROJECTIONS = ("linear", "identity", "mlp")
 
 # Attention heads used by the published checkpoints for each encoder width (ViT-Ti/S/B/L/H).
@@ -65,6 +81,11 @@ class ModelConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether this kind's decoder reads a fusion of several layers (MODEL_KINDS)."""
+        return MODEL_KINDS.get(self.kind).has_fusion
 
     @property
     def fused_layers(self) -> list[int]:
@@ -144,12 +165,12 @@ def check_mask_ratio(mask_ratio: float) -> float:
 
 
 def check_mask_strategy(strategy: str) -> str:
-    MASK_STRATEGIES.get(strategy)  # ValueError listing the registered strategies
+    MASK_STRATEGIES.get(strategy)  # ValueError listing the strategies' names
     return strategy
 
 
 def check_model_kind(kind: str) -> str:
-    MODEL_KINDS.get(kind)  # ValueError listing the registered model kinds
+    MODEL_KINDS.get(kind)  # ValueError listing the model kinds
     return kind
 
 

@@ -6,7 +6,7 @@ by SIGKILL mid-write) leaves either the old file or the new one, never a partial
 
 * :func:`atomic_write` -- write a temporary file beside the target, fsync, rename it over;
 * :func:`append_line` -- one whole line per ``write`` on an ``O_APPEND`` descriptor;
-* :func:`file_lock` -- an ``fcntl`` lock the operating system drops when its holder dies;
+* :func:`file_lock` -- a ``filelock`` lock the operating system drops when its holder dies;
 * :class:`RunFiles` -- the names of a training run's files, spelled once.
 """
 from __future__ import annotations
@@ -17,11 +17,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+
+import filelock
 
 TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp"
 
@@ -238,43 +239,48 @@ def check_free_space(folder: str | os.PathLike, needed: int, what: str = "a chec
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, timeout: float | None = None,
               holder: str = "another process") -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` for the ``with`` block.
+    """Hold an exclusive lock on ``path`` (:class:`filelock.FileLock`) for the ``with`` block.
 
     The operating system drops the lock when the holder exits, however it exits (SIGKILL too), so
-    a lock is never left stale. ``timeout``: None waits as long as needed (saying once that it
-    waits), 0 fails at once, otherwise fails after that many seconds with :class:`FileLocked`.
-    Without ``fcntl`` (Windows) nothing is locked.
+    a lock is never left stale; the file itself may stay (empty), and locks nothing. The holder
+    writes its pid into the file, which a refused process names. ``timeout``: None waits as long
+    as needed (saying once that it waits), 0 (or less) fails at once, otherwise fails after that
+    many seconds with :class:`FileLocked`. Two locks of one path exclude each other within a
+    process too (each holds its own descriptor).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                f.seek(0)
-                pid = f.read().strip() or "?"
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise FileLocked(f"{path} is held by {holder} (pid {pid}); wait for it to "
-                                     f"finish or use another folder") from None
-                if not waited:
-                    print(f"{path} is held by {holder} (pid {pid}); waiting", file=sys.stderr)
-                    waited = True
-                time.sleep(0.2)
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+    lock = filelock.FileLock(path, on_acquired=_write_pid)
+    try:
         try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if timeout is not None and timeout <= 0:
+                raise
+            print(_held_message(path, holder) + "; waiting", file=sys.stderr)
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+    except filelock.Timeout:
+        raise FileLocked(_held_message(path, holder) + "; wait for it to finish or use another "
+                         "folder") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)  # no pid of a finished holder for the next refusal to name
+        lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    """``filelock``'s ``on_acquired`` hook: this process's pid as the lock file's content."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, str(os.getpid()).encode())
+
+
+def _held_message(path: Path, holder: str) -> str:
+    """"<path> is held by <holder> (pid <pid>)", the pid read from the lock file ("?" if none)."""
+    try:
+        pid = path.read_text().strip() or "?"
+    except OSError:  # e.g. Windows: a locked file cannot be read
+        pid = "?"
+    return f"{path} is held by {holder} (pid {pid})"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import MODEL_KINDS, ModelConfig
+from .config import ModelConfig
 
 FP32 = 4  # bytes per number of the weights, gradients and AdamW moments
 BYTES_PER_ACTIVATION = {"fp32": 4, "bf16": 2, "fp16": 2}  # autocast keeps some tensors in fp32
@@ -132,7 +132,7 @@ def model_size(cfg: ModelConfig) -> ModelSize:
     tokens = d * (2 if cfg.mask_token_in_encoder else 1) + dd  # cls, mask token(s)
     norms = 2 * d + 2 * dd
     bridge = d * dd + dd  # decoder_embed
-    fusion = fusion_parameters(cfg) if MODEL_KINDS.get(cfg.kind).has_fusion else 0
+    fusion = fusion_parameters(cfg) if cfg.has_fusion else 0
     encoder = d * pixels + d + (n + 1) * d + d * (2 if cfg.mask_token_in_encoder else 1) \
         + enc_blocks + 2 * d
     decoder = bridge + dd + (n + 1) * dd + dec_blocks + 2 * dd + dd * pixels + pixels
@@ -185,7 +185,7 @@ def activation_elements(cfg: ModelConfig, math_attention: bool = False) -> int:
     gathers = 0 if cfg.mask_token_in_encoder else n * (d + dd)
     total += cfg.in_chans * cfg.img_size ** 2 + gathers + 2 * te * d + 2 * td * dd \
         + n * pixels + n
-    if MODEL_KINDS.get(cfg.kind).has_fusion:
+    if cfg.has_fusion:
         layers = len(cfg.fused_layers)
         total += layers * te * d + (2 * (layers - 1) * te * d if cfg.fusion_proj == "mlp" else 0)
     return total

@@ -24,7 +24,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from . import SPLITS, builtin_photos, derive_seed, normalize, photo_tiles
+from .photos import builtin_photos, photo_tiles
+from .seeds import derive_seed
+from .views import check_augment, check_split, normalize, plain_view_seed
 
 SHAPE_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "hexagon", "crescent")
 SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: antialiased edges
@@ -143,16 +145,20 @@ def render(item: ShapeItem, img_size: int, seed: int) -> tuple[torch.Tensor, tor
 class BuiltinShapes(Dataset):
     """``ds[i]`` or ``ds[(i, aug_seed)]`` -> (img [3, S, S] ImageNet-normalised, label), as every
     workbench dataset. The training transform is a horizontal flip drawn from ``aug_seed`` (a
-    random crop could cut the shape out); the item itself is already random."""
+    random crop could cut the shape out, so ``augment`` can only be "mae", the default); plain
+    ``ds[i]`` flips by the seed derived from ``seed`` and ``i``. The item itself is already
+    random, a function of ``seed``."""
 
     def __init__(self, img_size: int, split: str = "train", train_transform: bool = True,
-                 seed: int = 0, size: int | None = None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+                 seed: int = 0, size: int | None = None, augment: str = "mae"):
+        check_split(split)
+        if check_augment(augment) != "mae":
+            raise ValueError(f"augment={augment!r} does not apply to the built-in shapes: their "
+                             f"training transform is a flip (a crop could cut the shape out)")
         if size is not None and size < 1:
             raise ValueError(f"size must be a positive number of items, got {size}")
         self.img_size, self.split, self.train_transform = img_size, split, train_transform
-        self.seed, self.size = seed, size or DEFAULT_SIZES[split]
+        self.seed, self.size, self.augment = seed, size or DEFAULT_SIZES[split], augment
         self.classes = list(SHAPE_CLASSES)
         self.skipped: list[tuple[str, str]] = []
 
@@ -183,8 +189,8 @@ class BuiltinShapes(Dataset):
         index, aug = key if isinstance(key, tuple) else (key, None)
         img, _ = self.render(int(index))
         if self.train_transform:
-            if aug is None:  # plain indexing: draw the flip from the global RNG
-                aug = int(torch.randint(0, 2**62, (1,)))
+            if aug is None:  # plain indexing: this item's own seed, nothing global drawn
+                aug = plain_view_seed(self.seed, int(index))
             if np.random.default_rng(int(aug)).random() < 0.5:
                 img = TF.horizontal_flip(img)
         return normalize(img), self.label(int(index))

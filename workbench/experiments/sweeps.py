@@ -18,7 +18,8 @@ from ..data import BUILTIN_SETS, fixed_batch
 from ..probes import probe_correct
 from ..probes.learning import (CRITERION_POOL, CRITERION_TEST, initial_models, paired_gain,
                               passes)
-from ..training import TrainConfig, evaluate, train
+from ..training import TrainConfig, evaluate
+from .pretraining import train
 
 
 @dataclass

@@ -1,17 +1,19 @@
 """MAE and MFF-MAE models. ``build_model("mff", "vit-b")`` is the usual entry point."""
 from __future__ import annotations
 
-from ..core.config import MODEL_KINDS, ModelConfig, model_config
+from ..core.config import ModelConfig, model_config
+from .kinds import MODEL_CLASSES, model_class
 from .mae import EncoderOnlyError, MAEOutput, MaskedAutoencoder
-from .masking import Masking, mask_patches, num_kept
+from .masking import MASK_SCORES, Masking, mask_patches, num_kept
 from .mff import MFFMaskedAutoencoder, MultiLevelFusion
 from .modes import eval_mode
+from .source import CheckpointInfo
 
 
 def model_from_config(cfg: ModelConfig, **kwargs) -> MaskedAutoencoder:
     """The model class registered for ``cfg.kind``, built with ``kwargs`` (``has_decoder``,
     ``source``)."""
-    return MODEL_KINDS.get(cfg.kind)(cfg, **kwargs)
+    return MODEL_CLASSES.get(cfg.kind)(cfg, **kwargs)
 
 
 def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedAutoencoder:
@@ -31,4 +33,5 @@ def build_model(kind: str = "mae", preset: str = "tiny", **overrides) -> MaskedA
 
 __all__ = ["build_model", "model_from_config", "MaskedAutoencoder", "MFFMaskedAutoencoder",
            "MultiLevelFusion", "MAEOutput", "Masking", "mask_patches", "num_kept",
-           "EncoderOnlyError", "eval_mode"]
+           "EncoderOnlyError", "eval_mode", "CheckpointInfo", "MODEL_CLASSES", "model_class",
+           "MASK_SCORES"]

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
-from ..core.config import MODEL_KINDS, ModelConfig, check_mask_ratio, check_mask_strategy
+from ..core.config import ModelConfig, check_mask_ratio, check_mask_strategy
+from .kinds import model_class
 from .masking import Masking, mask_patches
 from .pos_embed import sincos_2d
-
-if TYPE_CHECKING:
-    from ..checkpoints import CheckpointInfo
+from .source import CheckpointInfo
 
 
 @dataclass
@@ -43,12 +41,12 @@ class EncoderOnlyError(RuntimeError):
     """Raised when a model loaded without decoder weights is asked to reconstruct."""
 
 
-@MODEL_KINDS.register("mae")
+@model_class("mae")
 class MaskedAutoencoder(nn.Module):
     """``has_decoder=False``: the weights come from an encoder-only file, so the decoder is
     untrained and reconstructing is an error. ``source``: the checkpoint it was loaded from."""
 
-    has_fusion = False  # True for models whose decoder reads a fusion of several layers (MFF)
+    has_fusion = False  # as MODEL_KINDS says: True for a decoder that reads several layers (MFF)
 
     def __init__(self, cfg: ModelConfig, has_decoder: bool = True,
                  source: CheckpointInfo | None = None):

@@ -4,19 +4,26 @@ Every strategy produces a score per patch; the ``len_keep = int(N * (1 - mask_ra
 with the lowest scores are kept, exactly as MAE's ``random_masking`` keeps the lowest noise. So the
 masked count is exact for every strategy and the same for every sample of a batch.
 
-A strategy is one score function registered in ``MASK_STRATEGIES`` under its name, with the
-signature ``scores(batch, grid, num_masked, generator) -> [B, grid*grid]``; ``mask_patches``,
-the config check and ``model(imgs, mask_strategy=name)`` then accept that name.
+A strategy is a name in :data:`workbench.core.config.MASK_STRATEGIES` (the table of names, which
+configs are checked against without torch) and one score function registered under that name in
+:data:`MASK_SCORES`, with the signature ``scores(batch, grid, num_masked, generator) ->
+[B, grid*grid]``; ``mask_patches``, the config check and ``model(imgs, mask_strategy=name)`` then
+accept that name.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from ..core.config import MASK_STRATEGIES, check_mask_ratio
+from ..core.config import MASK_STRATEGIES, check_mask_ratio, check_mask_strategy
+from ..core.registry import Registry
+
+# strategy name -> its score function; only names of MASK_STRATEGIES
+MASK_SCORES: Registry[Callable[..., torch.Tensor]] = Registry("mask score",
+                                                               within=MASK_STRATEGIES)
 
 
 @dataclass
@@ -31,14 +38,14 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1 - check_mask_ratio(mask_ratio)))
 
 
-@MASK_STRATEGIES.register("random")
+@MASK_SCORES.register("random")
 def random_scores(batch: int, grid: int, num_masked: int,
                   generator: torch.Generator | None) -> torch.Tensor:
     """MAE: per-sample uniform noise; keeping the smallest is a uniform random subset."""
     return torch.rand(batch, grid * grid, generator=generator)
 
 
-@MASK_STRATEGIES.register("block")
+@MASK_SCORES.register("block")
 def block_scores(batch: int, grid: int, num_masked: int,
                  generator: torch.Generator | None) -> torch.Tensor:
     """BEiT-style block-wise masking: rectangles of random area (>= 4 patches, or the whole
@@ -75,7 +82,7 @@ def bayer_matrix(size: int) -> torch.Tensor:
     return m
 
 
-@MASK_STRATEGIES.register("grid")
+@MASK_SCORES.register("grid")
 def grid_scores(batch: int, grid: int, num_masked: int,
                 generator: torch.Generator | None) -> torch.Tensor:
     """MAE's grid-wise sampling: a deterministic regular lattice. At ratio 0.75 it keeps one
@@ -159,7 +166,7 @@ def mask_patches(batch: int, grid: int, mask_ratio: float, strategy: str = "rand
                  generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Masking:
     """Choose the visible patches of a ``grid`` x ``grid`` image for each of ``batch`` samples."""
-    score = MASK_STRATEGIES.get(strategy)
+    score = MASK_SCORES.get(check_mask_strategy(strategy))  # unknown: ValueError with the names
     n = grid * grid
     len_keep = num_kept(n, mask_ratio)
     if len_keep == n:  # nothing masked (ratio 0: features, probes): every patch, no draw at all

@@ -11,13 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from typing import TYPE_CHECKING
-
-from ..core.config import MODEL_KINDS, ModelConfig
+from ..core.config import ModelConfig
+from .kinds import model_class
 from .mae import MaskedAutoencoder
-
-if TYPE_CHECKING:
-    from ..checkpoints import CheckpointInfo
+from .source import CheckpointInfo
 
 
 def make_projection(kind: str, dim: int) -> nn.Module:
@@ -55,7 +52,7 @@ class MultiLevelFusion(nn.Module):
         return torch.einsum("l,lbtd->btd", w, torch.stack(projected))
 
 
-@MODEL_KINDS.register("mff")
+@model_class("mff")
 class MFFMaskedAutoencoder(MaskedAutoencoder):
     has_fusion = True
 

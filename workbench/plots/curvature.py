@@ -1,8 +1,9 @@
 """Figures of the curvature probes (matplotlib): Hessian eigenvalue densities (SLQ), Hutchinson
 trace estimates with confidence intervals, and filter-normalised loss-landscape slices.
 
-Like :mod:`workbench.plots`, these draw numbers the probes return and compute nothing of their
-own; each returns a figure (save it with ``workbench.plots.save_figure``).
+Like the other figures of :mod:`workbench.plots`, these draw numbers the probes return and
+compute nothing of their own; each returns a figure (save it with
+``workbench.plots.save_figure``).
 """
 from __future__ import annotations
 
@@ -11,11 +12,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-
-def _named(results: Mapping[str, Any], what: str) -> dict[str, Any]:
-    if not results:
-        raise ValueError(f"no {what} to plot")
-    return dict(results)
+from .common import nonempty
 
 
 def density_figure(densities: Mapping[str, Any], floor: float = 1e-6,
@@ -23,7 +20,7 @@ def density_figure(densities: Mapping[str, Any], floor: float = 1e-6,
     """One curve per model (``{"MAE": SpectralDensity, "MFF-MAE": ...}``) on a shared axis,
     density log-scaled; values below ``floor · max`` are clipped off the axis (the Gaussian
     tails fall to ~0). Dashed vertical lines mark each model's largest Ritz value."""
-    densities = _named(densities, "densities")
+    densities = nonempty(densities, "densities")
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     top = max(float(np.max(d.density)) for d in densities.values())
     for i, (name, d) in enumerate(densities.items()):
@@ -43,7 +40,7 @@ def trace_figure(traces: Mapping[str, Any], title: str = "Hessian trace (Hutchin
     ``TraceEstimate`` (one point) or a sequence of them (e.g. one per minibatch: points along
     x, each model's points offset slightly so the bars do not overlap). With one estimate per
     model the models are placed along x by name."""
-    traces = _named(traces, "trace estimates")
+    traces = nonempty(traces, "trace estimates")
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     single = all(not isinstance(e, Sequence) for e in traces.values())
     width = 0.0 if single else 0.25 / len(traces)
@@ -69,7 +66,7 @@ def landscape_figure(landscapes: Mapping[str, Any], levels: int = 20,
                      title: str = "Loss landscape (filter-normalised)"):
     """1-D slices: one curve per model on a shared axis. 2-D slices: one contour panel per
     model with shared contour levels (so the panels compare), the weights marked at (0, 0)."""
-    landscapes = _named(landscapes, "landscapes")
+    landscapes = nonempty(landscapes, "landscapes")
     dims = {ls.ndim for ls in landscapes.values()}
     if len(dims) != 1:
         raise ValueError("cannot mix 1-D and 2-D landscapes in one figure")

@@ -1,9 +1,10 @@
 """Figures of the representation probes (matplotlib): per-block probe accuracy, CKA heat maps,
 attention distance / entropy / NMI by depth, and the kNN monitor over training.
 
-Like :mod:`workbench.plots`, these draw numbers the probes return; the only statistic computed
-here is the Wilson interval of an accuracy (``plots.wilson_errors``). Each returns a figure
-(save it with ``workbench.plots.save_figure``).
+Like the other figures of :mod:`workbench.plots`, these draw numbers the probes return; the only
+statistic computed here is the Wilson interval of an accuracy
+(:func:`workbench.plots.accuracy.wilson_errors`). Each returns a figure (save it with
+``workbench.plots.save_figure``).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import wilson_errors  # defined before workbench.plots imports this module
-from .curvature import _named  # "no ... to plot" for an empty mapping
+from .accuracy import wilson_errors
+from .common import nonempty
 
 POOL_STYLES = {"cls": "-", "mean": "--"}
 POOL_NAMES = {"cls": "cls token", "mean": "mean of patch tokens"}
@@ -24,7 +25,7 @@ def layer_probe_figure(results: Mapping[str, Any], title: str | None = None):
     block index, a line per model and pooling (cls solid, mean dashed), 95 % Wilson intervals,
     the chance line and each line's best block ringed. ``results``: model name ->
     ``probes.LayerProbes``."""
-    results = _named(results, "layer probes")
+    results = nonempty(results, "layer probes")
     first = next(iter(results.values()))
     classifiers = sorted({p.split()[0] for p in first.correct}, key=["linear", "kNN"].index)
     fig, axes = plt.subplots(1, len(classifiers), figsize=(5.2 * len(classifiers), 3.6),
@@ -71,7 +72,7 @@ def cka_figure(matrices: Mapping[str, np.ndarray], labels: Mapping[str, tuple[st
     """Linear CKA heat maps, one panel per entry of ``matrices`` (name -> [La, Lb]; e.g. "MAE",
     "MFF-MAE", "MAE × MFF-MAE"), on one colour scale [0, 1]; ``labels`` names each panel's
     (rows, columns) axes."""
-    matrices = _named(matrices, "CKA matrices")
+    matrices = nonempty(matrices, "CKA matrices")
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices) + 0.8, 3.6),
                              squeeze=False)
     image = None
@@ -95,7 +96,7 @@ def attention_figure(stats: Mapping[str, Any], title: str | None = None):
     """cl-vs-mim's depth-wise view: per block, each head's mean attention distance, entropy and
     NMI (points) and their mean over heads (line), a colour per model. ``stats``: model name ->
     ``probes.AttentionStatistics``."""
-    stats = _named(stats, "attention statistics")
+    stats = nonempty(stats, "attention statistics")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for m, (name, s) in enumerate(stats.items()):
         for ax, (field, label) in zip(axes, ATTENTION_PANELS):
@@ -121,7 +122,7 @@ def knn_history_figure(histories: Mapping[str, Any],
     """The monitor's accuracy (%) against training step, a colour per model: the linear probe
     (solid, when the run logged it) and the weighted kNN vote (dashed), with 95 % Wilson
     intervals when the number of queries is known. ``histories``: name -> ``KnnHistory``."""
-    histories = _named(histories, "kNN histories")
+    histories = nonempty(histories, "kNN histories")
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     for m, (name, h) in enumerate(histories.items()):
         readings = [("kNN", h.accuracy, "--")]

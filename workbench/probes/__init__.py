@@ -8,7 +8,9 @@ dicts), never a figure; ``workbench.plots`` draws them.
   Hessian max-eigenvalue spectrum
 * :func:`hessian_trace`, :func:`hessian_density` -- Hutchinson trace (with its interval) and the
   eigenvalue density by stochastic Lanczos quadrature; :func:`compare_curvature` for several
-  models on the same batches and masks
+  models on the same batches and masks (the estimators, the Lanczos engine behind
+  :func:`top_hessian_eigenvalues` and the exact-Hessian oracle are in ``workbench.linalg``;
+  re-exported here)
 * :func:`loss_landscape`, :func:`compare_landscapes` -- filter-normalised 1-D / 2-D loss slices
 * :func:`linear_probe`, :func:`knn_probe`, :func:`probe_scores`, :func:`probe_results` --
   frozen-feature accuracy (per image right or wrong)
@@ -21,12 +23,13 @@ dicts), never a figure; ``workbench.plots`` draws them.
 """
 from __future__ import annotations
 
-from .curvature import (SpectralDensity, TraceEstimate, compare_curvature, hessian_density,
-                        hessian_trace, mae_loss_fn, smooth_spectrum)
+from ..linalg import (HessianResult, SpectralDensity, TraceEstimate, hessian_density,
+                      hessian_trace, smooth_spectrum)
+from .curvature import compare_curvature, mae_loss_fn
 from .fourier import (FrequencyResponse, delta_log_amplitude, diagonal_frequencies,
                       frequency_response, token_grid)
 from .fusion import FusionHistory, FusionState, NoFusionError, fusion_history, fusion_state
-from .hessian import (HessianResult, hessian_spectrum, select_parameters, spectrum_summary,
+from .hessian import (hessian_spectrum, select_parameters, spectrum_summary,
                       top_hessian_eigenvalues)
 from .landscape import (LossLandscape, compare_landscapes, filter_normalized_direction,
                         loss_landscape)

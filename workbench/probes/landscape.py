@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models.modes import eval_mode
 from ..core.results import AsDict
 from ..core.sizes import announce_cost, check_vectors_fit
-from .curvature import _positive_int, mae_loss_fn
+from ..linalg import positive_int
+from ..models.modes import eval_mode
+from .curvature import mae_loss_fn
 
 IGNORE = ("biasbn", None)
 
@@ -107,7 +108,7 @@ def loss_landscape(model: nn.Module, loss_fn: Callable[[], torch.Tensor], direct
     """
     if directions not in (1, 2):
         raise ValueError(f"directions must be 1 or 2, got {directions!r}")
-    steps = _positive_int("steps", steps)
+    steps = positive_int("steps", steps)
     axis = _axis(span, steps)  # [S]
     named = _trainable(model)
     first = named[0][1]

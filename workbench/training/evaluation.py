@@ -1,12 +1,13 @@
-"""What a run measures on its fixed held-out images: the masked loss and reconstruction
-snapshots."""
+"""What a run measures on its fixed held-out images at the end: the objective's loss (and, for
+the supervised objective, the accuracy). Reconstruction snapshots are a picture, drawn by the
+hook the caller passes (:class:`workbench.training.TrainHooks`)."""
 from __future__ import annotations
 
 import torch
 
 from ..models import MaskedAutoencoder, eval_mode
-from ..core.pictures import compose_rows
-from ..probes.reconstruction import reconstruct
+from .settings import TrainConfig
+from .supervised import heldout_classification
 
 
 @torch.no_grad()
@@ -24,23 +25,20 @@ def evaluate(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float = 0
     return total / max(1, count)
 
 
+def final_evaluation(model: torch.nn.Module, cfg: TrainConfig, imgs: torch.Tensor,
+                     labels: torch.Tensor, heldout: bool = True) -> dict[str, float]:
+    """The last record's held-out numbers: ``heldout_loss`` (the masked loss at the model's
+    ratio; for the supervised objective the cross-entropy, and ``heldout_accuracy``). Without
+    held-out images (``heldout`` False: training images stood in) the loss is logged as
+    ``train_images_loss`` and the accuracy as ``train_images_accuracy``."""
+    if cfg.objective == "supervised":
+        record = heldout_classification(model, imgs, labels, cfg.label_smoothing)
+    else:
+        record = {"heldout_loss": evaluate(model, imgs, mask_ratio=model.cfg.mask_ratio,
+                                           seed=cfg.seed)}
+    return record if heldout else {k.replace("heldout_", "train_images_"): v
+                                   for k, v in record.items()}
+
+
 def finite_weights(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-SNAPSHOT_COLUMNS = ("original", "masked", "pasted")
-
-
-@torch.no_grad()
-def snapshot_picture(model: MaskedAutoencoder, imgs: torch.Tensor, seed: int = 0,
-                     scale: int = 4):
-    """A PIL image, one row per image: original | masked (black) | reconstruction with the
-    visible patches pasted back, at the model's own mask ratio and strategy (the reconstruction
-    is :func:`workbench.probes.reconstruct`'s, the picture :func:`workbench.core.pictures.compose_rows`'s,
-    without gaps)."""
-    from PIL import Image
-
-    r = reconstruct(model, imgs, mask_ratio=model.cfg.mask_ratio,
-                    mask_strategy=model.cfg.mask_strategy, seed=seed, fill=0.0)
-    return Image.fromarray(compose_rows(r, range(imgs.shape[0]), scale=scale, pad=0,
-                                        columns=SNAPSHOT_COLUMNS))

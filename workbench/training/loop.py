@@ -1,4 +1,7 @@
-"""The training loop: ``train(cfg)``, for a single process or torchrun DDP, read top to bottom.
+"""The training loop: ``run_training(cfg, hooks)``, for a single process or torchrun DDP, read
+top to bottom. What a run measures besides its loss (the feature monitor, the snapshot picture)
+comes in through ``hooks`` (:class:`TrainHooks`); ``workbench.train(cfg)`` is this loop with the
+standard ones (``workbench.experiments.pretraining``).
 
 Determinism: every random choice of a step -- which images, their crops and flips, their masks --
 is a function of (seed, step, position in the global batch) only (see ``data.StepBatches``). So a
@@ -14,7 +17,7 @@ with the step and the last good checkpoint named; a lock file keeps a second run
 directory in use. The step itself never waits for the device (see ``step.py``).
 
 Nothing of the calling process changes: its global random generators and torch thread count are
-as they were when ``train`` returns.
+as they were when ``run_training`` returns.
 """
 from __future__ import annotations
 
@@ -37,31 +40,35 @@ from ..core.io import read_metrics, run_files
 from ..core.sizes import check_training_fits
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
-from .evaluation import evaluate
-from ..probes.monitor import KnnMonitor, build_monitor
+from .evaluation import final_evaluation
+from .hooks import NO_HOOKS, Measure, SnapshotPicture, TrainHooks
 from ..core.seeds import preserved_rng
 from .run_dir import RunOutputs, check_room, claim_run_dir, resume
 from .settings import (TrainConfig, TrainResult, build_model_config, check_mask_count,
                        resolve)
 from .step import TrainingDiverged, TrainState, build_train_state, pick_precision, train_step
+from .supervised import class_count
 
 
 @dataclass
 class RunData:
     """This rank's share of every global batch (a pure function of seed and step) and the fixed
-    held-out images of snapshots and the final held-out loss."""
+    held-out images of snapshots and the final held-out measurement."""
 
     num_items: int
     order: StepBatches
     batches: Iterator
     fixed: torch.Tensor  # [n, 3, S, S]
+    fixed_labels: torch.Tensor  # [n]
     fixed_heldout: bool = True  # False: a small folder without held-out files lent training images
+    labelled: bool = False  # the supervised objective: micro-batches carry class labels
 
-    def micro_batches(self, step: int, accum: int) -> Iterator[tuple[torch.Tensor, list[int]]]:
-        """(images, mask seeds) of each micro-batch of optimizer step ``step``, loaded lazily."""
+    def micro_batches(self, step: int, accum: int) -> Iterator[tuple[torch.Tensor, object]]:
+        """(images, mask seeds) of each micro-batch of optimizer step ``step`` -- (images, class
+        labels) for the supervised objective -- loaded lazily."""
         for micro in range(accum):
-            imgs, _ = next(self.batches)  # [b, 3, S, S], b = batch / (ranks * accum)
-            yield imgs, self.order.mask_seeds(step, micro)
+            imgs, labels = next(self.batches)  # [b, 3, S, S], b = batch / (ranks * accum)
+            yield imgs, labels if self.labelled else self.order.mask_seeds(step, micro)
 
 
 @dataclass
@@ -85,9 +92,10 @@ class LogWindow:
         return loss, ips
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) a model as ``cfg`` says; rank 0 writes ``cfg.out``."""
-    cfg = resolve(cfg)
+def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
+    """Train (or resume) a model as ``cfg`` says, measuring what ``hooks`` bring (none: no
+    ``knn_acc`` / ``probe_acc``, no snapshots, the same weights); rank 0 writes ``cfg.out``."""
+    cfg, hooks = resolve(cfg), hooks or NO_HOOKS
     mcfg = build_model_config(cfg)
     dd = setup_distributed("cuda" if wants_cuda(cfg.device) else "cpu")
     try:
@@ -95,7 +103,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cfg.threads:  # for this run only: a notebook or test process gets its setting back
                 held.callback(torch.set_num_threads, torch.get_num_threads())
                 torch.set_num_threads(cfg.threads)
-            return run(cfg, mcfg, dd, held)
+            return run(cfg, mcfg, dd, held, hooks)
     finally:
         if dd.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -111,12 +119,15 @@ def check_batch_split(cfg: TrainConfig, dd: Dist) -> None:
 
 
 def open_dataset(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist):
-    """The training images, opened before any directory is made: a missing folder or one without
-    images fails here and leaves nothing behind."""
+    """The training images, opened before any directory is made: a missing folder, one without
+    images (or, for the supervised objective, without two classes) fails here and leaves
+    nothing behind."""
     data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True,
                          augment=cfg.augment)
     if dd.main and hasattr(data, "report"):  # image folders: skipped and converted files
         print(f"[train] data: {data.report()}", flush=True)
+    if cfg.objective == "supervised":
+        class_count(data, cfg.data)  # a classifier needs two classes
     if dd.main and len(data) < cfg.batch_size:
         warnings.warn(f"the data ({cfg.data}) has {len(data)} training images, fewer than one "
                       f"batch ({cfg.batch_size}): every batch repeats images")
@@ -132,12 +143,13 @@ def load_data(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, device: torch.devic
                         worker_init_fn=ignore_sigint if cfg.num_workers else None)
     n = max(4, cfg.eval_images)
     try:
-        fixed, heldout = fixed_batch(cfg.data, mcfg.img_size, n, "heldout", 0)[0], True
+        (fixed, labels), heldout = fixed_batch(cfg.data, mcfg.img_size, n, "heldout", 0), True
     except ValueError as e:  # e.g. a small folder without held-out files
         warnings.warn(f"{e}: snapshots and the final loss use training images instead (the loss "
                       f"is logged as train_images_loss, not heldout_loss)")
-        fixed, heldout = fixed_batch(cfg.data, mcfg.img_size, n, "train", 0)[0], False
-    return RunData(len(data), order, iter(loader), fixed, heldout)
+        (fixed, labels), heldout = fixed_batch(cfg.data, mcfg.img_size, n, "train", 0), False
+    return RunData(len(data), order, iter(loader), fixed, labels, heldout,
+                   labelled=cfg.objective == "supervised")
 
 
 @contextlib.contextmanager
@@ -153,7 +165,8 @@ def removed_on_failure(root: Path, dd: Dist) -> Iterator[None]:
         raise
 
 
-def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStack) -> TrainResult:
+def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStack,
+        hooks: TrainHooks) -> TrainResult:
     """Set up (device, data, directory, model, resume), then step until ``stop``."""
     device = pick_device(cfg.device, dd.local_rank)
     precision = pick_precision(cfg.precision, device)
@@ -161,10 +174,11 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     check_mask_count(mcfg, cfg.preset)
     check_training_fits(mcfg, cfg.batch_size, dd.world, cfg.accum_steps, device, precision)
     dataset = open_dataset(cfg, mcfg, dd)
+    classes = len(dataset.classes) if cfg.objective == "supervised" else None
     files = run_files(cfg.out)
     with removed_on_failure(files.root, dd):
         claim_run_dir(files, cfg, dd, device, held)
-        state = build_train_state(cfg, mcfg, device, precision)  # identical on every rank
+        state = build_train_state(cfg, mcfg, device, precision, classes)  # same on every rank
         check_room(files, state.raw, dd, device)
         saved = resume(state, files, cfg, mcfg, dd) if cfg.resume else None
     stop = cfg.stop_after or cfg.steps
@@ -176,10 +190,9 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs = RunOutputs(files, dd, state.step if saved is not None else None)
     held.callback(outputs.close)
     outputs.open(cfg, mcfg, state.step)
-    monitor = build_monitor(cfg.data, cfg.knn_data, mcfg.img_size, cfg.knn_images) \
-        if cfg.knn_every and dd.main else None  # rank 0 measures, the others do not wait
+    measure, draw = measurements(cfg, mcfg, dd, hooks)
     if saved is None:
-        record_start(outputs, state, monitor)
+        record_start(outputs, state, measure)
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
@@ -193,24 +206,19 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         window.add(loss, cfg.batch_size)
         if bar is not None:
             bar.update(1)
-        knn_due = monitor is not None and (state.step % cfg.knn_every == 0
+        knn_due = measure is not None and (state.step % cfg.knn_every == 0
                                            or state.step == cfg.steps)  # not at a stop_after
         log_due = state.step % cfg.log_every == 0 or state.step == stop or knn_due
         interrupted = stopper.agreed(dd, device) and state.step < stop  # the same on every rank
         save_due = (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or state.step == stop \
             or interrupted
-        snapshot_due = cfg.snapshot_every and (state.step % cfg.snapshot_every == 0
-                                               or state.step == stop)
+        snapshot_due = draw is not None and (state.step % cfg.snapshot_every == 0
+                                             or state.step == stop)
         if log_due or save_due or snapshot_due:  # before anything is written: a finite loss
             raise_if_diverged(state, outputs)
         if log_due:
-            record = log_record(state, cfg, lr, *window.close(), data.num_items)
-            if knn_due:
-                record.update(monitor.measure(state.raw))
-            if state.step == stop and cfg.eval_images:
-                key = "heldout_loss" if data.fixed_heldout else "train_images_loss"
-                record[key] = evaluate(state.raw, data.fixed[:cfg.eval_images],
-                                       mask_ratio=mcfg.mask_ratio, seed=cfg.seed)
+            record = step_record(state, cfg, lr, window, data, measure if knn_due else None,
+                                 last=state.step == stop)
             outputs.log(record)
             if bar is not None:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
@@ -221,7 +229,7 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         if save_due:
             outputs.save(state, cfg, data.num_items, record)
         if snapshot_due:
-            outputs.snapshot(state, data.fixed[:4], cfg.seed)
+            outputs.snapshot(state, draw, data.fixed[:4], cfg.seed)
         if interrupted:
             break
     if bar is not None:
@@ -231,6 +239,18 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     if dd.main:
         print(final_message(result, cfg, mcfg, stop), flush=True)
     return result
+
+
+def measurements(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, hooks: TrainHooks
+                 ) -> tuple[Measure | None, SnapshotPicture | None]:
+    """(the monitor's measure, the snapshot picture) this run takes from ``hooks``, each None
+    when off: the monitor on rank 0 only (the others do not wait for it) and when ``knn_every``
+    is set, snapshots when ``snapshot_every`` is; a supervised run takes neither (both read an
+    autoencoder)."""
+    if cfg.objective != "mim":
+        return None, None
+    measure = hooks.monitor(cfg, mcfg) if hooks.monitor and cfg.knn_every and dd.main else None
+    return measure, hooks.snapshot if cfg.snapshot_every else None
 
 
 def raise_if_diverged(state: TrainState, outputs: RunOutputs) -> None:
@@ -252,7 +272,8 @@ def result_of(record: dict, step: int, wall_s: float, files, interrupted: str | 
                        images_per_s=record.get("images_per_s", 0.0), wall_s=wall_s,
                        out=str(files.root), checkpoint=str(files.checkpoint),
                        interrupted=interrupted,
-                       train_images_loss=record.get("train_images_loss"))
+                       train_images_loss=record.get("train_images_loss"),
+                       heldout_accuracy=record.get("heldout_accuracy"))
 
 
 def finished_result(files, cfg: TrainConfig, saved: dict, step: int, stop: int,
@@ -272,6 +293,20 @@ def finished_result(files, cfg: TrainConfig, saved: dict, step: int, stop: int,
     return result
 
 
+def step_record(state: TrainState, cfg: TrainConfig, lr: float, window: LogWindow,
+                data: RunData, measure: Measure | None, last: bool) -> dict:
+    """The metric record of a log step: :func:`log_record` of the ``window``, the monitor's
+    reading when ``measure`` is given, and at the ``last`` step the held-out measurement."""
+    record = log_record(state, cfg, lr, *window.close(), data.num_items)
+    if measure is not None:
+        record.update(measure(state.raw))
+    if last and cfg.eval_images:
+        n = cfg.eval_images
+        record.update(final_evaluation(state.raw, cfg, data.fixed[:n], data.fixed_labels[:n],
+                                       data.fixed_heldout))
+    return record
+
+
 def log_record(state: TrainState, cfg: TrainConfig, lr: float, loss: float, ips: float,
                num_items: int) -> dict:
     """One line of ``metrics.jsonl``: step, loss, lr, images/s, epoch, and for a model that fuses
@@ -281,21 +316,21 @@ def log_record(state: TrainState, cfg: TrainConfig, lr: float, loss: float, ips:
     return {**record, **fusion_record(state)} if state.raw.has_fusion else record
 
 
-def record_start(outputs: RunOutputs, state: TrainState, monitor: KnnMonitor | None) -> None:
+def record_start(outputs: RunOutputs, state: TrainState, measure: Measure | None) -> None:
     """A new run's step 0: its initialisation (``init.safetensors``, the control of every
     probe) and, when it has them, where the fusion weights and the monitor start from."""
     outputs.save_init(state)
-    initial = initial_record(state, monitor)
+    initial = initial_record(state, measure)
     if initial:
         outputs.log(initial)
 
 
-def initial_record(state: TrainState, monitor: KnnMonitor | None) -> dict:
+def initial_record(state: TrainState, measure: Measure | None) -> dict:
     """The step-0 line of a new run: the initial fusion weights and kNN accuracy, those the run
     has ({} when it has neither: no line)."""
     record = fusion_record(state) if state.raw.has_fusion else {}
-    if monitor is not None:
-        record.update(step=state.step, **monitor.measure(state.raw))
+    if measure is not None:
+        record.update(step=state.step, **measure(state.raw))
     return record
 
 

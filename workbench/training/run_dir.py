@@ -15,7 +15,8 @@ from ..core.io import (OutputError, RunFiles, append_record, atomic_save, atomic
                   atomic_write_text, check_free_space, check_writable, file_lock, read_metrics,
                   remove_stale_temps, run_files)
 from .distributed import Dist, check_on_main
-from .evaluation import finite_weights, snapshot_picture
+from .evaluation import finite_weights
+from .hooks import SnapshotPicture
 from ..core.seeds import rng_state, set_rng_state
 from .settings import TrainConfig
 from .step import TrainingDiverged, TrainState
@@ -192,12 +193,14 @@ class RunOutputs:
         except OSError as e:
             raise self.failed(f"the initial weights {self.files.init}", state.step, e) from e
 
-    def snapshot(self, state: TrainState, imgs: torch.Tensor, seed: int) -> None:
+    def snapshot(self, state: TrainState, draw: SnapshotPicture, imgs: torch.Tensor,
+                 seed: int) -> None:
+        """``snapshots/step_NNNNNN.png``: the picture ``draw`` makes of the model on ``imgs``."""
         if not self.main:
             return
         path = self.files.snapshot(state.step)
         try:
-            picture = snapshot_picture(state.raw, imgs, seed=seed)
+            picture = draw(state.raw, imgs, seed)
             atomic_write(path, lambda f: picture.save(f, format="PNG"))
         except OSError as e:
             raise self.failed(f"the snapshot {path}", state.step, e) from e

@@ -41,13 +41,14 @@ def lr_sum(cfg: TrainConfig) -> float:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on norms, biases, position embeddings and tokens (1-D parameters
-    and ``model.no_weight_decay()``), but decay on MFF's fusion logits and projections."""
+    and ``model.no_weight_decay()``), but decay on MFF's fusion logits and projections (also
+    inside a wrapping model, e.g. the supervised objective's ``backbone.fusion``)."""
     skip = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("fusion."):  # MFF: logits (1-D) and projections are decayed
+        if "fusion" in name.split("."):  # MFF: logits (1-D) and projections are decayed
             decay.append(p)
         elif p.ndim <= 1 or name in skip or name.split(".")[-1] in skip:
             no_decay.append(p)

@@ -8,6 +8,10 @@ from typing import Any
 from ..core.config import ModelConfig, model_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# what a run's step minimises: "mim" masked image modelling (the model's own reconstruction loss,
+# MAE / MFF-MAE pretraining); "supervised" cross-entropy on the data's class labels, an MFF encoder
+# with a linear head on its fused tokens (MFF's supervised comparison, training/supervised.py)
+OBJECTIVES = ("mim", "supervised")
 
 # Defaults per preset for the fields left as None. tiny: a few minutes on a 2-core CPU.
 PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -32,6 +36,8 @@ class TrainConfig:
     """Everything a training run needs; ``None`` fields take the preset's default."""
 
     kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.core.config.MODEL_KINDS)
+    objective: str = "mim"  # "mim" | "supervised" (OBJECTIVES; supervised: kind "mff" only)
+    label_smoothing: float = 0.1  # the supervised objective's cross-entropy
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
     data: str = "builtin"  # "builtin" photos, "shapes", or an image folder
@@ -60,7 +66,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (0: load in the training process)
     threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
     progress: bool = True  # tqdm bar on a terminal, else a line per log step
-    # feature monitor (training/monitor.py): held-out weighted-kNN and fixed-C linear-probe
+    # feature monitor (probes/monitor.py, wired by experiments.pretraining): held-out weighted-kNN and fixed-C linear-probe
     # accuracy of the encoder's mean-pooled features, logged as knn_acc / probe_acc at step 0
     # and every knn_every steps (0: off; None: the preset's; bench/knn_monitor.py: its cost)
     knn_every: int | None = None
@@ -106,6 +112,7 @@ class TrainResult:
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run early
     # the final loss on training images, when the data has no held-out images (heldout_loss None)
     train_images_loss: float | None = None
+    heldout_accuracy: float | None = None  # the supervised objective's, on the held-out images
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,7 +150,20 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {cfg.augment!r}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    check_objective(cfg)
     return cfg
+
+
+def check_objective(cfg: TrainConfig) -> None:
+    """A known objective; the supervised one reads MFF's fused tokens, so it needs kind "mff"."""
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if cfg.objective == "supervised" and cfg.kind != "mff":
+        raise ValueError(f"the supervised objective trains MFF's fusion with labels: kind must be "
+                         f"'mff', got {cfg.kind!r}")
+    v = cfg.label_smoothing
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {v!r}")
 
 
 def check_mask_count(mcfg: ModelConfig, preset: str) -> None:

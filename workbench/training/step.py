@@ -1,8 +1,9 @@
 """One training step, the thing the loop runs and the benchmarks time.
 
 :func:`build_train_state` makes the model, AdamW, the schedule and the gradient scaler exactly as a
-run does; :func:`train_step` does one optimizer step on ``accum_steps`` micro-batches: per-sample
-seeded masks, autocast, gradient accumulation (DDP all-reduces on the last micro-batch only), the
+run does; :func:`train_step` does one optimizer step on ``accum_steps`` micro-batches: the
+objective's loss (masked reconstruction with per-sample seeded masks, or the supervised
+cross-entropy), autocast, gradient accumulation (DDP all-reduces on the last micro-batch only), the
 loss averaged over ranks, a non-finite loss kept from the weights, clipping, the scaler, AdamW and
 the schedule.
 
@@ -30,6 +31,7 @@ from .distributed import Dist
 from ..core.seeds import seed_everything
 from .schedule import lr_at, param_groups, peak_lr
 from .settings import TrainConfig
+from .supervised import FusionClassifier, supervised_loss
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,7 +51,7 @@ def pick_precision(precision: str, device: torch.device) -> str:
 class TrainState:
     """What one optimizer step reads and changes."""
 
-    raw: MaskedAutoencoder  # the module itself: weights, checkpoints, probes
+    raw: MaskedAutoencoder | FusionClassifier  # the module itself: weights, checkpoints, probes
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -58,6 +60,8 @@ class TrainState:
     accum_steps: int = 1
     clip_grad: float | None = None
     world: int = 1  # ranks
+    objective: str = "mim"  # TrainConfig.objective: what micro_loss computes
+    label_smoothing: float = 0.0  # the supervised objective's
     step: int = 0  # optimizer steps done
     model: nn.Module | None = None  # what the step calls: ``raw``, compiled and/or DDP-wrapped
     # on the device, so the step need not wait for it: the first step whose loss was not finite
@@ -124,41 +128,61 @@ class TrainState:
 
 
 def build_train_state(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device,
-                      precision: str) -> TrainState:
-    """A fresh model (initialised from ``cfg.seed``), AdamW over :func:`param_groups` (the fused
-    implementation, on the CPU too), the warmup + cosine schedule and a gradient scaler (enabled
-    for fp16). ``cfg`` must be resolved (:func:`workbench.training.resolve`). Seeds the global
-    generators."""
+                      precision: str, num_classes: int | None = None) -> TrainState:
+    """A fresh model (initialised from ``cfg.seed``: the autoencoder, or for the supervised
+    objective a :class:`FusionClassifier` over ``num_classes``), AdamW over :func:`param_groups`
+    (the fused implementation, on the CPU too), the warmup + cosine schedule and a gradient scaler
+    (enabled for fp16). ``cfg`` must be resolved (:func:`workbench.training.resolve`). Seeds the
+    global generators."""
     seed_everything(cfg.seed)
-    model = model_from_config(mcfg).to(device)
+    if cfg.objective == "supervised":
+        if num_classes is None:
+            raise ValueError("the supervised objective needs the data's number of classes")
+        model = FusionClassifier(mcfg, num_classes).to(device)
+    else:
+        model = model_from_config(mcfg).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr(cfg),
                             betas=cfg.betas, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / peak_lr(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return TrainState(model, opt, sched, scaler, device, precision, cfg.accum_steps,
-                      cfg.clip_grad)
+                      cfg.clip_grad, objective=cfg.objective, label_smoothing=cfg.label_smoothing)
+
+
+def micro_loss(state: TrainState, imgs: torch.Tensor, targets: Sequence[int] | torch.Tensor
+               ) -> torch.Tensor:
+    """The objective's loss of one micro-batch ``imgs`` (on the device): ``targets`` are the
+    samples' mask seeds for masked image modelling (each sample's mask drawn from its own seed),
+    their class labels for the supervised objective."""
+    if state.objective == "supervised":
+        labels = torch.as_tensor(targets).to(state.device, non_blocking=True)
+        with state.autocast():
+            return supervised_loss(state.model, imgs, labels, state.label_smoothing)
+    mcfg = state.raw.cfg
+    masking = seeded_masks(targets, mcfg.grid_size, mcfg.mask_ratio, mcfg.mask_strategy,
+                           state.device)
+    with state.autocast():
+        return state.model(imgs, masking=masking).loss
 
 
 def train_step(state: TrainState,
                micro_batches: Iterable[tuple[torch.Tensor, Sequence[int]]]) -> torch.Tensor:
-    """One optimizer step on ``state.accum_steps`` micro-batches ``(imgs [b, 3, S, S], mask
-    seeds [b])`` of this rank; returns the step's loss (mean over micro-batches and ranks) as a
-    0-dim device tensor, without waiting for the device.
+    """One optimizer step on ``state.accum_steps`` micro-batches ``(imgs [b, 3, S, S], targets
+    [b])`` of this rank (targets: mask seeds, or class labels, see :func:`micro_loss`); returns
+    the step's loss (mean over micro-batches and ranks) as a 0-dim device tensor, without
+    waiting for the device.
 
     A non-finite loss is not applied: that update and every later one are skipped on the device
     (the weights stay those of the last good step) until :meth:`TrainState.raise_if_diverged`
     reports it.
     """
-    mcfg, device = state.raw.cfg, state.device
+    device = state.device
     total = torch.zeros((), device=device)
-    for micro, (imgs, seeds) in enumerate(micro_batches):
+    for micro, (imgs, targets) in enumerate(micro_batches):
         imgs = imgs.to(device, non_blocking=True)
-        masking = seeded_masks(seeds, mcfg.grid_size, mcfg.mask_ratio, mcfg.mask_strategy,
-                               device)  # each sample's from its own seed
         last = micro == state.accum_steps - 1
         with (state.model.no_sync() if state.world > 1 and not last else contextlib.nullcontext()):
-            with state.autocast():
-                loss = state.model(imgs, masking=masking).loss / state.accum_steps
+            loss = micro_loss(state, imgs, targets) / state.accum_steps
             state.scaler.scale(loss).backward()  # DDP all-reduces gradients on the last micro
         total += loss.detach()
     if state.world > 1:

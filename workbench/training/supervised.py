@@ -1,95 +1,48 @@
-"""MFF's supervised comparison (finding 4): the same multi-level fusion inside a ViT trained
-with labels instead of pixel reconstruction. The paper reports that a supervised ViT puts most of
-the fusion weight on the last layer -- the opposite of MAE, whose weights move toward shallow
-layers -- which is its argument that pixel MIM wastes modelling capability on low-level detail.
+"""The supervised objective (``TrainConfig(objective="supervised")``): MFF's multi-level fusion
+inside a ViT trained with labels instead of pixel reconstruction -- MFF's supervised comparison
+(finding 4). The paper reports that a supervised ViT puts most of the fusion weight on the last
+layer, the opposite of MAE, whose weights move toward shallow layers.
 
-The labels are the built-in shapes' classes by default (``data="shapes"``: circle, ring, square,
-... drawn over photo textures -- a semantic label, unlike the photo a tile comes from), or an image
-folder's classes (``"builtin"`` keeps the photo-identity labels). :meth:`SupervisedFusionConfig.
-matching` copies an MFF-MAE run's steps, peak lr, warmup, weight decay and seed, so the two
-objectives differ in their loss only. The classifier reads the normed fused tokens (mean-pooled),
-exactly what MFF's decoder reads, through one linear layer.
-
-This is a short in-memory experiment, not a training run: no checkpoints, no DDP. Runs that must
-survive a crash or scale out belong to :func:`workbench.training.train`.
+:class:`FusionClassifier` is the model: MFF's encoder and fusion with one linear layer on the
+normed, mean-pooled fused tokens (exactly what MFF's decoder reads). The loop trains it as it
+trains an autoencoder -- the same batches, AdamW groups, schedule, checkpoints, resume, DDP and
+``metrics.jsonl`` with the fusion weights -- and only the step's loss (:func:`supervised_loss`)
+and the final held-out measurement (:func:`heldout_classification`) differ.
+``workbench.experiments.supervised`` runs the comparison for a pretraining run.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from ..core.config import ModelConfig, model_config
-from ..data import StepBatches, build_dataset, fixed_batch
+from ..core.config import ModelConfig
+from ..models import eval_mode
 from ..models.mff import MFFMaskedAutoencoder
-from ..probes.fusion import FusionHistory
-from ..core.seeds import preserved_rng
-from .schedule import warmup_cosine
-
-if TYPE_CHECKING:
-    from .settings import TrainConfig
-
-
-@dataclass
-class SupervisedFusionConfig:
-    preset: str = "tiny"
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
-    data: str = "shapes"
-    steps: int = 300  # the tiny MAE run's
-    batch_size: int = 64
-    lr: float = 1e-3  # peak AdamW lr (the tiny MAE run's 4e-3 * 64 / 256)
-    weight_decay: float = 0.05
-    warmup: int = 15  # the tiny MAE run's 5 % of 300 steps
-    label_smoothing: float = 0.1
-    log_every: int = 10
-    seed: int = 0
-    progress: bool = True
-
-    @classmethod
-    def matching(cls, run: "TrainConfig", **overrides) -> "SupervisedFusionConfig":
-        """The supervised comparison for a pretraining run: its preset, model settings (mask
-        settings aside), steps, peak lr, warmup, weight decay and seed; ``overrides`` (e.g. a
-        smaller ``batch_size`` on a CPU: the peak lr stays the run's) win."""
-        from .schedule import peak_lr, warmup_steps
-        from .settings import resolve
-
-        run = resolve(run)
-        model = {k: v for k, v in run.model_overrides.items() if not k.startswith("mask_")}
-        fields = dict(preset=run.preset, model_overrides=model, steps=run.steps,
-                      batch_size=run.batch_size, lr=peak_lr(run), warmup=warmup_steps(run),
-                      weight_decay=run.weight_decay, seed=run.seed)
-        return cls(**{**fields, **overrides})
-
-
-@dataclass
-class SupervisedFusionResult:
-    history: FusionHistory  # fusion weights over training, as fusion_history() returns
-    heldout_accuracy: float  # on held-out images of ``data`` (shapes: shape classes)
-    train_loss: float  # mean cross-entropy of the last logged interval
-    num_classes: int
-
-    def to_dict(self) -> dict:
-        return {"history": self.history.to_dict(),
-                "heldout_accuracy": self.heldout_accuracy, "train_loss": self.train_loss,
-                "num_classes": self.num_classes}
 
 
 class FusionClassifier(nn.Module):
-    """MFF's encoder and fusion, with a linear head on the normed, mean-pooled fused tokens."""
+    """MFF's encoder and fusion, with a linear head on the normed, mean-pooled fused tokens.
+
+    ``cfg`` is the MFF model's settings, as a run's ``config.json`` and checkpoint record them.
+    The backbone keeps a one-block decoder (``decoder_depth`` 0 would not build, and its
+    initialisation draws keep the head's the same as ever); the decoder is never called and is
+    frozen, so AdamW and DDP see only what the loss reaches."""
 
     has_fusion = True
+    has_decoder = False  # a checkpoint of it holds no pixel decoder worth loading
 
     def __init__(self, cfg: ModelConfig, num_classes: int):
         super().__init__()
-        # decoder_depth 0 would not build; one tiny block is cheap and never called
+        self.cfg = cfg
         self.backbone = MFFMaskedAutoencoder(dataclasses.replace(
             cfg, decoder_depth=1, decoder_embed_dim=32, decoder_num_heads=1))
         self.head = nn.Linear(cfg.embed_dim, num_classes)
+        for name, p in self.backbone.named_parameters():
+            if name.startswith(("decoder", "mask_token")):
+                p.requires_grad_(False)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] -> logits [B, classes]; every patch visible (mask ratio 0)."""
@@ -104,53 +57,37 @@ class FusionClassifier(nn.Module):
     def fused_layers(self) -> list[int]:
         return self.backbone.fused_layers
 
-
-def train_supervised_fusion(cfg: SupervisedFusionConfig | None = None) -> SupervisedFusionResult:
-    """Train :class:`FusionClassifier` with cross-entropy on the data's labels and log the
-    normalised fusion weights every ``log_every`` steps (and before the first step). The caller's
-    global random generators are as they were afterwards."""
-    with preserved_rng():
-        return _train_supervised_fusion(cfg or SupervisedFusionConfig())
+    def no_weight_decay(self) -> set[str]:
+        return self.backbone.no_weight_decay()
 
 
-def _train_supervised_fusion(cfg: SupervisedFusionConfig) -> SupervisedFusionResult:
-    from tqdm.auto import tqdm
+def class_count(data, name: str) -> int:
+    """The number of classes of the opened training ``data`` (named ``name``); refuses fewer
+    than two, which a classifier cannot learn from."""
+    n = len(getattr(data, "classes", ()))
+    if n < 2:
+        raise ValueError(f"supervised fusion needs at least 2 classes, {name!r} has {n}")
+    return n
 
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.log_every < 1:
-        raise ValueError("steps, batch_size and log_every must be positive integers")
-    mcfg = model_config("mff", cfg.preset, **cfg.model_overrides)
-    data = build_dataset(cfg.data, mcfg.img_size, "train", train_transform=True)
-    num_classes = len(data.classes)
-    if num_classes < 2:
-        raise ValueError(f"supervised fusion needs at least 2 classes, {cfg.data!r} has "
-                         f"{num_classes}")
-    torch.manual_seed(cfg.seed)
-    model = FusionClassifier(mcfg, num_classes)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
-                            weight_decay=cfg.weight_decay)
-    warm = max(1, cfg.warmup)  # linear warmup, then cosine to 0, as in pretraining
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: warmup_cosine(step, 1.0, warm, cfg.steps))
-    order = StepBatches(len(data), cfg.batch_size, cfg.seed, steps=cfg.steps)
-    loader = DataLoader(data, batch_sampler=order)
-    steps, weights = [0], [model.fusion_weights().double()]
-    loss_sum, loss_n, last_loss = 0.0, 0, float("nan")
-    model.train()
-    for step, (imgs, labels) in enumerate(tqdm(loader, total=cfg.steps, desc="supervised fusion",
-                                               disable=not cfg.progress), start=1):
-        loss = F.cross_entropy(model(imgs), labels, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            steps.append(step)
-            weights.append(model.fusion_weights().double())
-            last_loss, loss_sum, loss_n = loss_sum / loss_n, 0.0, 0
-    model.eval()
-    imgs, labels = fixed_batch(cfg.data, mcfg.img_size, 512, "heldout", cfg.seed)
-    with torch.no_grad():
-        acc = float((model(imgs).argmax(-1) == labels).float().mean())
-    history = FusionHistory(torch.tensor(steps), torch.stack(weights), model.fused_layers)
-    return SupervisedFusionResult(history, acc, last_loss, num_classes)
+
+def supervised_loss(model: nn.Module, imgs: torch.Tensor, labels: torch.Tensor,
+                    label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy (with ``label_smoothing``) of the classifier's logits against ``labels``."""
+    return F.cross_entropy(model(imgs), labels, label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def heldout_classification(model: FusionClassifier, imgs: torch.Tensor, labels: torch.Tensor,
+                           label_smoothing: float, batch_size: int = 512) -> dict[str, float]:
+    """``heldout_accuracy`` in [0, 1] and ``heldout_loss`` (the training objective, label
+    smoothing included) on ``imgs`` / ``labels``; eval mode, no grad, mode restored."""
+    device = next(model.parameters()).device
+    correct, loss, count = 0, 0.0, 0
+    with eval_mode(model):
+        for x, y in zip(imgs.split(batch_size), labels.split(batch_size)):
+            logits = model(x.to(device))
+            y = y.to(device)
+            correct += int((logits.argmax(-1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, label_smoothing=label_smoothing)) * len(y)
+            count += len(y)
+    return {"heldout_accuracy": correct / max(1, count), "heldout_loss": loss / max(1, count)}

@@ -1,0 +1,94 @@
+"""Checkpoint files on disk: read a PyTorch pickle safely or a ``.safetensors`` file, write
+``.safetensors``; nothing here knows a layout or a model.
+
+PyTorch files are read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed for
+the official ``args``): a file that would run code when unpickled is refused, never executed;
+``.safetensors`` files hold tensors only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..core.io import atomic_write
+
+FORMAT = "mim-workbench"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model; the message says why."""
+
+
+def read_file(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """One checkpoint file: ``.safetensors``, or a PyTorch pickle read weights-only (its tensors
+    memory-mapped with ``mmap``)."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): was it still being written?")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path, map_location)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - re-raised with the reason
+        text = str(e)
+        detail = _loader_detail(text)
+        if re.search(r"\bGLOBAL\b|Unsupported global", detail):
+            raise CheckpointError(
+                f"refused to load {path}: it contains pickled objects other than tensors and "
+                f"plain containers, which could run code when unpickled; only weights-only "
+                f"files are accepted ({detail})") from e
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or "
+                              f"corrupt?): {type(e).__name__}: {detail}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def read_safetensors(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """A ``.safetensors`` file (tensors only, nothing to unpickle) as a state dict; one of ours
+    (:func:`save_weights`: the config in its metadata) as a checkpoint dict of our layout."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    device = map_location if isinstance(map_location, str) else str(torch.device(map_location))
+    try:
+        sd = load_file(path, device=device)
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - re-raised with the reason
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or "
+                              f"corrupt?): {type(e).__name__}: {e}") from e
+    if meta.get("format") != FORMAT:
+        return sd
+    try:
+        return {"format": FORMAT, "version": int(meta["version"]), "model": sd,
+                "config": json.loads(meta["config"]), "has_decoder": meta["has_decoder"] == "1",
+                "step": int(meta["step"]) if meta.get("step", "") != "" else None}
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} says it is a {FORMAT} file but its metadata is incomplete "
+                              f"({type(e).__name__}: {e}); keys found: {sorted(meta)}") from e
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                      metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` as a ``.safetensors`` file (contiguous CPU copies, PyTorch metadata as the
+    hub's files have, plus ``metadata``), written atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous().cpu() for k, v in tensors.items()},
+                metadata={"format": "pt", **(metadata or {})})
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _loader_detail(text: str) -> str:
+    """The informative paragraph of torch.load's error, without its generic advice."""
+    skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+    kept = [p for p in parts if not p.startswith(skip)]
+    return " ".join(kept) or (parts[0] if parts else "")

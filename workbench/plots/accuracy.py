@@ -1,0 +1,77 @@
+"""Accuracies and losses as bars and curves: frozen-feature probe scores with their 95 % Wilson
+intervals (``wilson_interval``, ``wilson_errors``; the representation figures use them too) and
+MAE's mask-ratio sweep."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def wilson_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` items (correct = round(acc·n)),
+    in [0, 1] (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(round(accuracy * n)), n).proportion_ci(level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def wilson_errors(accuracies: Sequence[float], n: int) -> np.ndarray:
+    """[2, k] distances (in %) below / above each accuracy (in [0, 1]) to its 95 % Wilson
+    interval on ``n`` items: matplotlib's ``yerr`` for bars / points drawn in %."""
+    ci = np.array([wilson_interval(a, n) for a in accuracies]).T * 100  # [2, k]
+    return np.abs(ci - 100 * np.asarray(accuracies, dtype=float))
+
+
+def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int | None = None,
+                        n_classes: int | None = None,
+                        baselines: Mapping[str, float] | None = None):
+    """Grouped bars: accuracy (%) of each probe (x) for each model (colour). ``scores`` maps a
+    model name to {probe name: accuracy in [0, 1]} (``probes.probe_scores``), every model with
+    the same probes (the controls -- the models at initialisation -- are models like the
+    others). With ``n_test`` (test images): 95 % Wilson intervals as error bars and n in the
+    title; with ``n_classes``: a labelled chance line at 100/C %; ``baselines``: {name:
+    accuracy} drawn as labelled dotted lines (e.g. the raw-pixel probe)."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    kinds = list(next(iter(scores.values())))
+    width = 0.8 / len(scores)
+    for j, (name, s) in enumerate(scores.items()):
+        x = [i + width * j for i in range(len(kinds))]
+        acc = [100 * s[k] for k in kinds]
+        ax.bar(x, acc, width=width, label=name, hatch="//" if "init" in name else None,
+               alpha=0.6 if "init" in name else 1.0)
+        if n_test:
+            ax.errorbar(x, acc, yerr=wilson_errors([s[k] for k in kinds], n_test), fmt="none",
+                        ecolor="k", capsize=3, lw=1)
+    if n_classes:
+        ax.axhline(100 / n_classes, color="grey", ls="--", lw=1,
+                   label=f"chance 1/{n_classes} = {100 / n_classes:.3g} %")
+    for m, (name, acc) in enumerate((baselines or {}).items()):
+        ax.axhline(100 * acc, color=f"C{len(scores) + m}", ls=":", lw=1.5,
+                   label=f"{name} {100 * acc:.1f} %")
+    ax.set_xticks([i + width * (len(scores) - 1) / 2 for i in range(len(kinds))], kinds)
+    ax.set_ylabel("accuracy (%)"), ax.set_ylim(0, 100), ax.legend(fontsize=7)
+    if n_test:
+        ax.set_title(f"n = {n_test} test images; error bars: 95 % Wilson interval", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequence[float]],
+                            accuracies: Mapping[str, Sequence[float]] | None = None):
+    """MAE Fig. 5 style: held-out reconstruction loss (and probe accuracy) against mask ratio."""
+    panels = 2 if accuracies else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), squeeze=False)
+    for name, v in losses.items():
+        axes[0, 0].plot(ratios, v, marker="o", label=name)
+    axes[0, 0].set_xlabel("mask ratio"), axes[0, 0].set_ylabel("held-out masked loss")
+    axes[0, 0].legend(fontsize=8)
+    if accuracies:
+        for name, v in accuracies.items():
+            axes[0, 1].plot(ratios, np.asarray(v) * 100, marker="o", label=name)
+        axes[0, 1].set_xlabel("mask ratio"), axes[0, 1].set_ylabel("linear probe accuracy (%)")
+        axes[0, 1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
