@@ -80,7 +80,7 @@ def test_the_command_reproduces_the_shipped_weights(run, tmp_path):
 
 
 def test_ship_script_refuses_a_run_that_has_not_learned(tmp_path, monkeypatch):
-    from workbench.experiments import shipping as ship_weights
+    from workbench.experiments import ship_weights
 
     from workbench.probes import learning
 

@@ -461,7 +461,7 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "workbench" in text and "embed_dim" in text
     info = {line.split()[0]: line.split(None, 1)[1] for line in text.splitlines()}
-    assert info["layout"] == "workbench" and info["step"] == "4" and info["model"] == "mae"
+    assert info["layout"] == "workbench" and info["step"] == "4" and info["kind"] == "mae"
     # resume to more steps from the command line
     again = ["train", "--model", "mae", "--steps", "6", "--batch-size", "8", "--out", str(out),
              "--resume", "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,

@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train or resume a model. Without --resume a run directory "
                                    "that holds a checkpoint is refused.")
     a = t.add_argument
-    a("--model", dest="kind", choices=MODEL_KINDS.names(),  # the table: no torch for --help
-      help="model kind (default: mff; --resume: the checkpoint's)")
+    a("--kind", "--model", dest="kind", choices=MODEL_KINDS.names(),  # no torch for --help
+      help="model kind, TrainConfig.kind (default: mff; --resume: the checkpoint's; --model is "
+           "the same option)")
     a("--preset", help="tiny, gpu-small, vit-s/b/l/h (default: tiny; --resume: the checkpoint's)")
     a("--data", help="builtin (photos), shapes, or a folder ROOT/<class>/ (default: builtin)")
     a("--steps", type=int, help="optimizer steps, the schedule's length (default: the preset's)")

@@ -1,5 +1,13 @@
-"""The global random generators: saved into checkpoints for exact resume, and given back to the
-calling process (a notebook kernel, a test) when a run ends."""
+"""Seeds and random generators: seeds derived from integers (:func:`derive_seed`, so that every
+random choice of the data is a pure function of (run seed, step, sample, purpose): the same on any
+number of ranks or workers, no global generator drawn from), and the global random generators,
+saved into checkpoints for exact resume and given back to the calling process (a notebook
+kernel, a test) when a run ends.
+
+``derive_seed``'s last key says what a seed is for, so two uses never share a stream: 0 a
+training sample's augmentation, 1 its mask, 2 an epoch's order (``data.StepBatches``),
+3 ``data.augmented_batches``, 4 the view of plain indexing ``ds[i]`` (``data.views.PLAIN_VIEW``),
+7 a shape item (``data.shapes``)."""
 from __future__ import annotations
 
 import contextlib
@@ -45,3 +53,13 @@ def preserved_rng() -> Iterator[None]:
         yield
     finally:
         set_rng_state(saved)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integers (splitmix64), e.g. ``(run seed, step, sample, purpose)``."""
+    x = 0x9E3779B97F4A7C15
+    for k in keys:
+        x = (x ^ (int(k) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF

@@ -23,7 +23,7 @@ drawn from.
 The MAE transform is RandomResizedCrop(S, scale=(0.2, 1), bicubic) + horizontal flip + ImageNet
 normalisation; the eval transform is resize (shorter side S / 0.875) + center crop S + normalise.
 
-The modules, each importing only those before it: :mod:`.seeds` (:func:`derive_seed`),
+The modules, each importing only those before it (and ``core.seeds``' :func:`derive_seed`):
 :mod:`.views` (constants, normalisation, crops, :class:`ViewDataset`), :mod:`.photos` (the
 built-in photos and their tiles), :mod:`.folders` (image folders), :mod:`.shapes`,
 :mod:`.sets` (:func:`build_dataset` and the fixed and augmented batches), :mod:`.order`
@@ -31,14 +31,14 @@ built-in photos and their tiles), :mod:`.folders` (image folders), :mod:`.shapes
 """
 from __future__ import annotations
 
+from ..core.seeds import derive_seed
 from .folders import IMAGE_EXTENSIONS, FolderImages, conversions, to_rgb_uint8
 from .order import StepBatches
 from .photos import (BUILTIN_SOURCES, BuiltinPhotos, Tile, array_to_rgb, builtin_photos,
                      builtin_photos_raw, photo_tiles)
-from .seeds import PLAIN_VIEW, derive_seed
 from .sets import BUILTIN_SETS, augmented_batches, build_dataset, fixed_batch, heldout_batch
 from .shapes import SHAPE_CLASSES, BuiltinShapes
-from .views import (AUGMENTATIONS, CROP_PADDING, CROP_RATIO, CROP_SCALE, EVAL_CROP,
+from .views import (AUGMENTATIONS, CROP_PADDING, CROP_RATIO, CROP_SCALE, EVAL_CROP, PLAIN_VIEW,
                     IMAGENET_MEAN, IMAGENET_STD, SPLITS, ViewDataset, center_box, check_augment,
                     check_split, normalize, padded_random_crop, plain_view_seed,
                     random_resized_box, unnormalize, view)

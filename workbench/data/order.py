@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .seeds import derive_seed
+from ..core.seeds import derive_seed
 
 
 class StepBatches:

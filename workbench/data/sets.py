@@ -8,7 +8,7 @@ import torch
 
 from .folders import FolderImages
 from .photos import BuiltinPhotos
-from .seeds import derive_seed
+from ..core.seeds import derive_seed
 from .shapes import BuiltinShapes
 from .views import ViewDataset
 

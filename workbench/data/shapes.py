@@ -25,7 +25,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .photos import builtin_photos, photo_tiles
-from .seeds import derive_seed
+from ..core.seeds import derive_seed
 from .views import check_augment, check_split, normalize, plain_view_seed
 
 SHAPE_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "hexagon", "crescent")

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .seeds import PLAIN_VIEW, derive_seed
+from ..core.seeds import derive_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,6 +25,7 @@ EVAL_CROP = 0.875  # eval: resize to S / 0.875, center crop S (224 of 256)
 # released MFF configs use: resize to S, RandomCrop(S, padding 4, reflect), flip).
 AUGMENTATIONS = ("mae", "resize-crop")
 CROP_PADDING = 4  # "resize-crop": reflect padding before the random crop, pixels
+PLAIN_VIEW = 4  # derive_seed purpose of the augmentation of plain indexing, ds[i]
 SPLITS = ("train", "heldout")
 
 

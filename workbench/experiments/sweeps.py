@@ -102,7 +102,7 @@ class MaskRatioSweep:
                 [bool(x) for x in self.init_correct]}
 
 
-def run_dir(runs_dir: str | os.PathLike, kind: str, ratio: float, steps: int, batch_size: int,
+def sweep_run_dir(runs_dir: str | os.PathLike, kind: str, ratio: float, steps: int, batch_size: int,
             seed: int, data: str | os.PathLike = "builtin") -> Path:
     """One folder per setting, so running the sweep again reuses finished runs."""
     name = f"{kind}-r{round(ratio * 100)}-s{steps}-b{batch_size}-seed{seed}"
@@ -120,7 +120,7 @@ def train_at_ratio(ratio: float, steps: int = 150, batch_size: int = 64, kind: s
                    model_overrides: Mapping[str, Any] | None = None) -> Path:
     """Train (or resume, so a finished run is reused) the sweep's run at one mask ratio in
     :func:`run_dir`; returns its checkpoint."""
-    out = run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
+    out = sweep_run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
     res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
                             model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
                             data=str(data), out=str(out), seed=seed, resume=True,

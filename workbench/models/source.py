@@ -20,7 +20,7 @@ class CheckpointInfo:
 
     def summary(self) -> dict[str, Any]:
         c = self.config
-        out = {"path": self.path, "layout": self.layout, "model": c.kind,
+        out = {"path": self.path, "layout": self.layout, "kind": c.kind,
                "img_size": c.img_size, "patch_size": c.patch_size, "embed_dim": c.embed_dim,
                "depth": c.depth, "num_heads": c.num_heads, "has_decoder": self.has_decoder,
                "norm_pix_loss": c.norm_pix_loss, "layer_norm_eps": c.layer_norm_eps,
