@@ -28,8 +28,13 @@ class CheckpointError(ValueError):
 def read_file(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """One checkpoint file: ``.safetensors``, or a PyTorch pickle read weights-only (its tensors
     memory-mapped with ``mmap``)."""
+    check_map_location(map_location)
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): was it still being written?")
+    if (kind := not_a_checkpoint(path)) is not None:
+        raise CheckpointError(f"{path} is {kind}, not a checkpoint: pass a checkpoint file "
+                              f"(checkpoint.pt, model.safetensors, an official .pth) or the run or "
+                              f"Hugging Face folder that holds one")
     if path.suffix == ".safetensors":
         return read_safetensors(path, map_location)
     try:
@@ -48,6 +53,35 @@ def read_file(path: Path, map_location: str | torch.device = "cpu", mmap: bool =
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def check_map_location(map_location: str | torch.device) -> None:
+    """A ``map_location`` this machine has, or a CheckpointError that names it and the fix
+    (not torch's deserialisation error, which reads like a corrupt file)."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"map_location={map_location!r} is not a torch device "
+                              f"(e.g. 'cpu', 'cuda', 'cuda:1'): {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"map_location={map_location!r} but CUDA is not available on this "
+                              f"machine: load with map_location='cpu' (the default)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CheckpointError(f"map_location={map_location!r} but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` plainly is when it cannot be a checkpoint ("a JSON file", "a text file"),
+    from its first bytes; None for a zip (PyTorch), pickle, safetensors or unknown binary."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith((b"PK\x03\x04", b"\x80")) or path.suffix == ".safetensors":
+        return None
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "a JSON file (a config.json?)"
+    return "a text file" if all(c >= 32 or c in b"\t\n\r" for c in head) else None
 
 
 def read_safetensors(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -6,6 +6,7 @@ the visible patches, decode with mask tokens, and the loss on masked patches.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -40,6 +41,24 @@ class EncoderOutput:
 class EncoderOnlyError(RuntimeError):
     """Raised when a model loaded without decoder weights is asked to reconstruct."""
 
+
+
+NORMALISED_MAX = 2.7  # the largest ImageNet-normalised value: (1 - 0.406) / 0.225 = 2.64
+
+
+def check_normalised(imgs: torch.Tensor) -> None:
+    """Refuse non-negative images beyond any normalised pixel (0-255 floats), warn on a batch
+    in [0, 1] with a spread of over half a unit (raw pixels, not normalised ones: a normalised
+    batch stays in [0, 1] only when every pixel is near mid-grey). Inputs with negative values
+    (normalised images, noise) pass."""
+    lo, hi = (float(v) for v in torch.aminmax(imgs.detach().float()))
+    if lo >= 0.0 and hi > NORMALISED_MAX:
+        raise ValueError(f"image values reach [{lo:.3g}, {hi:.3g}], beyond any ImageNet-normalised "
+                         f"pixel (|x| <= {NORMALISED_MAX}): normalise them first "
+                         f"(workbench.data.normalize on [0, 1] pixels)")
+    if lo >= 0.0 and hi <= 1.0 and hi - lo > 0.5:
+        warnings.warn(f"the images lie in [{lo:.3g}, {hi:.3g}]: they look like [0, 1] pixels, not "
+                      f"ImageNet-normalised ones; use workbench.data.normalize", stacklevel=4)
 
 @model_class("mae")
 class MaskedAutoencoder(nn.Module):
@@ -133,9 +152,18 @@ class MaskedAutoencoder(nn.Module):
         return x.reshape(b, c, g * p, g * p)
 
     def check_images(self, imgs: torch.Tensor) -> None:
+        """Images [B, C, S, S] of floats, ImageNet-normalised: integer pixels are refused; out of
+        training (probes, explorers: a host sync is cheap there) values beyond any normalised
+        pixel are refused and [0, 1] pixels draw a warning, since the loss barely changes on
+        them and nothing else would look wrong."""
         c, s = self.cfg.in_chans, self.cfg.img_size
         if imgs.ndim != 4 or imgs.shape[1] != c or imgs.shape[2] != s or imgs.shape[3] != s:
             raise ValueError(f"expected images of shape [B, {c}, {s}, {s}], got {list(imgs.shape)}")
+        if not imgs.is_floating_point():
+            raise TypeError(f"images are {imgs.dtype}: the model takes floats normalised with "
+                            f"ImageNet's mean and std (workbench.data.normalize(x / 255))")
+        if not self.training:
+            check_normalised(imgs)
 
     # ----------------------------------------------------------------------------- masking
     def draw_masking(self, batch: int, mask_ratio: float, strategy: str = "random",

@@ -3,6 +3,7 @@ that every rank obeys at the same step."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ def wants_cuda(device: str) -> bool:
 def pick_device(device: str, local_rank: int) -> torch.device:
     """The torch device of this rank for the ``device`` setting (auto: cuda when available)."""
     name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
