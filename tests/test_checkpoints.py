@@ -174,14 +174,14 @@ def test_mmpretrain_mff_layout(tmp_path):
     model = load_checkpoint(path, norm_pix_loss=True, **HEADS)
     assert model.checkpoint_info.layout == "mmpretrain" and model.cfg.kind == "mff"
     assert_same_tensors(model, ours)
-    assert model.fused_layers == [0, 1, 2]
+    assert model.fuse_layers == [0, 1, 2]
     assert torch.allclose(model.fusion_weights(), torch.softmax(torch.tensor([0.5, -0.3, 0.1]), 0))
     x = imgs()
     with torch.no_grad():
         assert torch.allclose(model.encode(x), vit.forward_features(x), atol=1e-5)
         a, b = model(x, seed=1), ours.eval()(x, seed=1)
     assert torch.allclose(a.pred, b.pred, atol=1e-6)
-    assert model.checkpoint_info.summary()["fused_layers"] == [0, 1, 2]
+    assert model.checkpoint_info.summary()["fuse_layers"] == [0, 1, 2]
     assert model.checkpoint_info.summary()["fusion_weights"] == [
         round(float(w), 4) for w in model.fusion_weights()]
 
@@ -220,7 +220,7 @@ def test_mmpretrain_with_unexpected_number_of_fused_layers_asks_for_them(tmp_pat
     with pytest.raises(CheckpointError, match="fuse_layers"):
         load_checkpoint(path, **HEADS)
     model = load_checkpoint(path, fuse_layers=[0, 2], **HEADS)
-    assert model.fused_layers == [0, 2]
+    assert model.fuse_layers == [0, 2]
 
 
 def test_timm_state_dict_loads_encoder_only(tmp_path):

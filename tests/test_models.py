@@ -335,7 +335,7 @@ def test_default_fuse_layers_rule():
 def test_mff_weights_start_uniform_sum_to_one_and_learn():
     model = build_model("mff", **SMALL)
     w = model.fusion_weights()
-    assert model.fused_layers == [0, 1, 2]
+    assert model.fuse_layers == [0, 1, 2]
     assert torch.allclose(w, torch.full((3,), 1 / 3)) and w.sum().item() == pytest.approx(1.0)
     model(images(), seed=0).loss.backward()
     grad = model.fusion.logits.grad
@@ -346,7 +346,7 @@ def test_mff_weights_start_uniform_sum_to_one_and_learn():
 def test_mff_projection_init_and_choices():
     model = build_model("mff", "vit-b", depth=12, embed_dim=64, num_heads=2, img_size=32,
                         decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
-    assert model.fused_layers == [0, 2, 4, 6, 8, 11]
+    assert model.fuse_layers == [0, 2, 4, 6, 8, 11]
     assert len(model.fusion.projections) == 5
     for p in model.fusion.projections:
         assert torch.all(p.bias == 0)

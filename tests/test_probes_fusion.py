@@ -23,7 +23,7 @@ def write_run(path, weights=WEIGHTS, layers=(0, 1, 2, 3), with_layers=True, conf
         rec = {"step": 10 * (i + 1), "loss": 1.0 / (i + 1), "lr": 1e-4, "images_per_s": 100.0,
                "fusion_weights": w}
         if with_layers:
-            rec["fused_layers"] = list(layers)
+            rec["fuse_layers"] = list(layers)
         lines.append(json.dumps(rec))
         lines.append(json.dumps({"step": 10 * (i + 1), "eval_loss": 0.5}))  # no weights
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n\n")
@@ -38,6 +38,14 @@ def test_history_reads_back_exactly(tmp_path):
     assert h.weights.tolist() == WEIGHTS and h.weights.dtype == torch.float64
     assert h.layers == [0, 1, 2, 3]
     assert fusion_history(tmp_path / "run" / "metrics.jsonl").weights.tolist() == WEIGHTS
+
+
+def test_history_of_a_run_logged_under_the_older_key(tmp_path):
+    """Runs before the rename logged the layers as ``fused_layers`` (the shipped MFF-MAE did)."""
+    path = write_run(tmp_path / "run", layers=(0, 1, 3, 5))
+    text = (path / "metrics.jsonl").read_text().replace('"fuse_layers"', '"fused_layers"')
+    (path / "metrics.jsonl").write_text(text)
+    assert fusion_history(path).layers == [0, 1, 3, 5]
 
 
 def test_layers_from_config(tmp_path):

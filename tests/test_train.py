@@ -114,14 +114,14 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     first, *rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [2, 4, 6]
     # the weights at initialisation (uniform: zero logits), where the fusion moves from
-    assert first == {"step": 0, "fusion_weights": [0.5, 0.5], "fused_layers": [0, 1]}
+    assert first == {"step": 0, "fusion_weights": [0.5, 0.5], "fuse_layers": [0, 1]}
     rcfg = resolve(cfg)
     for r in rows:
         assert {"step", "loss", "lr", "images_per_s", "epoch", "fusion_weights",
-                "fused_layers"} <= r.keys()
+                "fuse_layers"} <= r.keys()
         assert math.isfinite(r["loss"]) and r["images_per_s"] > 0
         assert r["lr"] == pytest.approx(lr_at(r["step"] - 1, rcfg))  # lr used by that step
-        assert r["fused_layers"] == [0, 1] and len(r["fusion_weights"]) == 2
+        assert r["fuse_layers"] == [0, 1] and len(r["fusion_weights"]) == 2
         assert sum(r["fusion_weights"]) == pytest.approx(1.0, abs=1e-5)
     assert r["epoch"] == pytest.approx(6 * 8 / len_builtin(16))
     # the fusion probe reads back exactly what was logged, and the last row is the model's now
@@ -498,7 +498,7 @@ def test_gpu_small_preset_defaults():
     assert (cfg.batch_size, cfg.steps) == (256, 5000)
     model = build_model("mff", "gpu-small")
     assert (model.cfg.img_size, model.cfg.embed_dim, model.cfg.depth) == (64, 384, 12)
-    assert model.fused_layers == [0, 2, 4, 6, 8, 11]
+    assert model.fuse_layers == [0, 2, 4, 6, 8, 11]
     assert resolve(TrainConfig(preset="vit-b")).batch_size == 4096  # others: the papers' recipe
 
 

@@ -182,7 +182,7 @@ def dry_run(cfg, resumed: bool = False) -> str:
              "holds a checkpoint: without --resume the run is refused"
              if files.checkpoint.exists() else "new")
     stop = f", stopping at {cfg.stop_after}" if cfg.stop_after else ""
-    fused = f", fusing layers {mcfg.fused_layers}" if mcfg.kind == "mff" else ""
+    fused = f", fusing layers {mcfg.fuse_layers}" if mcfg.kind == "mff" else ""
     lines = [
         "[dry-run] the plan; nothing is trained or written",
         f"run                {cfg.out} ({state})",

@@ -121,7 +121,7 @@ def claims_of(cfg: ModelConfig, overrides: dict, source: str = "the settings rea
             return f"the override {name}={overrides[name]!r}"
         if said is not None:
             return said(name)
-        value = cfg.fused_layers if name == "fuse_layers" else getattr(cfg, name)
+        value = getattr(cfg, name)
         return f"{source} says {name}={value!r}"
     return claim
 
@@ -178,7 +178,7 @@ def held_by_weights(sd: dict, has_decoder: bool) -> dict[str, tuple[Any, Callabl
         held["decoder_depth"] = (n, plain("decoder_depth"), f"{n} decoder blocks")
     logits = sd.get("fusion.logits")
     if isinstance(logits, torch.Tensor):
-        held["fuse_layers"] = (logits.numel(), lambda c: len(c.fused_layers) if
+        held["fuse_layers"] = (logits.numel(), lambda c: len(c.fuse_layers) if
                                c.has_fusion else logits.numel(),
                                f"fusion weights for {logits.numel()} layers (fusion.logits)")
     return held

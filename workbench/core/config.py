@@ -66,13 +66,17 @@ class ModelConfig:
     # ablation of MAE Table 1c: the encoder also sees mask tokens (and all N positions)
     mask_token_in_encoder: bool = False
     # MFF only
-    fuse_layers: list[int] | None = None  # None: default_fuse_layers(depth)
+    # the encoder blocks the decoder reads; None: default_fuse_layers(depth), filled in when the
+    # config is made (a fusing kind's config always holds the list)
+    fuse_layers: list[int] | None = None
     fusion_proj: str = "linear"  # "linear" | "identity" | "mlp"
 
     def __post_init__(self) -> None:
         if self.fuse_layers is not None:
             self.fuse_layers = [int(i) for i in self.fuse_layers]
         validate(self)
+        if self.fuse_layers is None and self.has_fusion:
+            self.fuse_layers = default_fuse_layers(self.depth)
 
     @property
     def grid_size(self) -> int:
@@ -86,12 +90,6 @@ class ModelConfig:
     def has_fusion(self) -> bool:
         """Whether this kind's decoder reads a fusion of several layers (MODEL_KINDS)."""
         return MODEL_KINDS.get(self.kind).has_fusion
-
-    @property
-    def fused_layers(self) -> list[int]:
-        if self.fuse_layers is not None:
-            return list(self.fuse_layers)
-        return default_fuse_layers(self.depth)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -79,7 +79,7 @@ def block_parameters(dim: int, mlp_ratio: float) -> int:
 
 def fusion_parameters(cfg: ModelConfig) -> int:
     """MFF's fusion: one projection per fused layer but the last, plus one logit per layer."""
-    layers, d = len(cfg.fused_layers), cfg.embed_dim
+    layers, d = len(cfg.fuse_layers), cfg.embed_dim
     per_projection = {"linear": d * d + d, "mlp": 2 * (d * d + d), "identity": 0}
     return (layers - 1) * per_projection[cfg.fusion_proj] + layers
 
@@ -143,7 +143,7 @@ def model_size(cfg: ModelConfig) -> ModelSize:
                  positions,
              f"patch_size={p} x in_chans={c} x the widths {d} + {dd}": patches,
              f"embed_dim={d} x decoder_embed_dim={dd}": bridge + tokens + norms,
-             f"fusion_proj={cfg.fusion_proj!r} on {len(cfg.fused_layers)} fused layers": fusion}
+             f"fusion_proj={cfg.fusion_proj!r} on {len(cfg.fuse_layers or [])} fused layers": fusion}
     return ModelSize(parts, encoder + decoder + fusion - positions, encoder, decoder, fusion)
 
 
@@ -186,7 +186,7 @@ def activation_elements(cfg: ModelConfig, math_attention: bool = False) -> int:
     total += cfg.in_chans * cfg.img_size ** 2 + gathers + 2 * te * d + 2 * td * dd \
         + n * pixels + n
     if cfg.has_fusion:
-        layers = len(cfg.fused_layers)
+        layers = len(cfg.fuse_layers)
         total += layers * te * d + (2 * (layers - 1) * te * d if cfg.fusion_proj == "mlp" else 0)
     return total
 

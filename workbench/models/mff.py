@@ -59,11 +59,11 @@ class MFFMaskedAutoencoder(MaskedAutoencoder):
     def __init__(self, cfg: ModelConfig, has_decoder: bool = True,
                  source: CheckpointInfo | None = None):
         super().__init__(cfg, has_decoder=has_decoder, source=source)
-        self.fusion = MultiLevelFusion(cfg.fused_layers, cfg.embed_dim, cfg.fusion_proj)
+        self.fusion = MultiLevelFusion(cfg.fuse_layers, cfg.embed_dim, cfg.fusion_proj)
         self.fusion.apply(self._init_module)  # Xavier-uniform, zero bias
 
     @property
-    def fused_layers(self) -> list[int]:
+    def fuse_layers(self) -> list[int]:
         return list(self.fusion.layers)
 
     def fusion_weights(self) -> torch.Tensor:

@@ -29,5 +29,5 @@ class CheckpointInfo:
             out.update(decoder_embed_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
                        decoder_num_heads=c.decoder_num_heads)
         if c.has_fusion:
-            out["fused_layers"] = c.fused_layers
+            out["fuse_layers"] = c.fuse_layers
         return {**out, **self.extra}

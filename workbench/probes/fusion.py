@@ -57,8 +57,8 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
 
     Records without ``fusion_weights`` (evaluation lines, ...) are skipped. Weights are the
     softmax-normalised weights as logged; each row must sum to 1 (±1e-3). The fused layer indices
-    come from the records' ``fused_layers``, else from ``run_dir/config.json``
-    (``model.fuse_layers``, or the default rule for ``model.depth``). Raises
+    come from the records' ``fuse_layers`` (``fused_layers`` in older runs), else from
+    ``run_dir/config.json`` (``model.fuse_layers``, or the default rule for ``model.depth``). Raises
     :class:`NoFusionError` for a run that never logged fusion weights (a plain MAE run).
     """
     run_dir = Path(run_dir)
@@ -79,10 +79,11 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
         if not math.isclose(sum(w), 1.0, abs_tol=1e-3) or min(w) < 0:
             raise ValueError(f"{where}: fusion_weights {w} are not normalised weights "
                              f"(non-negative, summing to 1)")
-        if rec.get("fused_layers") is not None:
-            these = [int(i) for i in rec["fused_layers"]]
+        logged = rec.get("fuse_layers", rec.get("fused_layers"))  # the older runs' key
+        if logged is not None:
+            these = [int(i) for i in logged]
             if layers is not None and these != layers:
-                raise ValueError(f"{where}: fused_layers changed from {layers} to {these}")
+                raise ValueError(f"{where}: fuse_layers changed from {layers} to {these}")
             layers = these
         steps.append(int(rec["step"]))
         rows.append([float(x) for x in w])
@@ -92,7 +93,7 @@ def fusion_history(run_dir: str | Path) -> FusionHistory:
     if layers is None:
         layers = _layers_from_config(run_files(path.parent))
     if layers is None:
-        raise ValueError(f"{path} does not say which layers are fused (no fused_layers and no "
+        raise ValueError(f"{path} does not say which layers are fused (no fuse_layers and no "
                          f"config.json with the model's depth)")
     if len(layers) != len(rows[0]):
         raise ValueError(f"{len(rows[0])} fusion weights per line but {len(layers)} fused layers "
@@ -118,5 +119,5 @@ def fusion_state(model) -> FusionState:
         kind = getattr(getattr(model, "cfg", None), "kind", type(model).__name__)
         raise NoFusionError(f"a {kind!r} model has no fusion weights: only MFF-MAE models fuse "
                             f"layers")
-    return FusionState(layers=list(model.fused_layers),
+    return FusionState(layers=list(model.fuse_layers),
                        weights=model.fusion_weights().detach().cpu())

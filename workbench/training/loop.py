@@ -338,7 +338,7 @@ def fusion_record(state: TrainState) -> dict:
     """The step and normalised fusion weights over the fused layers (logged at step 0 too)."""
     return {"step": state.step,
             "fusion_weights": [float(w) for w in state.raw.fusion_weights()],
-            "fused_layers": state.raw.fused_layers}
+            "fuse_layers": state.raw.fuse_layers}
 
 
 def progress_bar(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, stop: int, step: int):

@@ -216,7 +216,7 @@ class RunOutputs:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.writer.add_scalar(f"train/{k}", v, record["step"])
-            for layer, w in zip(record.get("fused_layers", []), record.get("fusion_weights", [])):
+            for layer, w in zip(record.get("fuse_layers", []), record.get("fusion_weights", [])):
                 self.writer.add_scalar(f"fusion/block_{layer}", w, record["step"])
 
     def close(self) -> None:

@@ -54,8 +54,8 @@ class FusionClassifier(nn.Module):
         return self.backbone.fusion_weights()
 
     @property
-    def fused_layers(self) -> list[int]:
-        return self.backbone.fused_layers
+    def fuse_layers(self) -> list[int]:
+        return self.backbone.fuse_layers
 
     def no_weight_decay(self) -> set[str]:
         return self.backbone.no_weight_decay()
