@@ -120,8 +120,8 @@ def test_resume_takes_the_run_from_the_checkpoint_and_names_changes(tmp_path, ca
         assert main(["train", "--resume", "--out", str(out), "--steps", "6", "--device", "cpu",
                      "--no-progress"]) == 0
     conf = json.loads((out / "config.json").read_text())
-    assert conf["model"]["embed_dim"] == 64 and conf["train"]["kind"] == "mae"
-    assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["steps"] == 6
+    assert conf["config"]["embed_dim"] == 64 and conf["train_config"]["kind"] == "mae"
+    assert conf["train_config"]["base_lr"] == 1e-2 and conf["train_config"]["steps"] == 6
     assert [r["step"] for r in records(out)] == [2, 4, 6]
     capsys.readouterr()
     # a different model: the differing fields by name, not two dicts

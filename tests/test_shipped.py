@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from workbench.checkpoints import load_checkpoint, read_checkpoint
+from workbench.core.config import ModelConfig
+from workbench.core.io import run_files
 from workbench.probes.learning import initial_model, learning_check
 from workbench.experiments.shipped import (FINGERPRINT_STEPS, SHIPPED_DTYPE, SHIPPED_LIMIT_BYTES,
                                SHIPPED_RUNS, shipped_bytes, weights_digest)
@@ -39,9 +41,9 @@ def test_each_shipped_run_says_how_it_was_made_and_that_it_learned(run):
     assert check["passed"] and check["gain"] >= 0.10 and check["ci"][0] > 0.05
     assert check["n_test"] >= 2048
     model = load_checkpoint(run.folder)  # the folder: model.safetensors
-    saved = json.loads((run.folder / "config.json").read_text())
-    assert model.cfg.to_dict() == saved["model"] and model.cfg.kind == run.kind
-    assert model.checkpoint_info.step == prov["step"] == saved["train"]["steps"]
+    saved_model, saved_train = run_files(run.folder).read_settings()
+    assert model.cfg == ModelConfig.from_dict(saved_model) and model.cfg.kind == run.kind
+    assert model.checkpoint_info.step == prov["step"] == saved_train["steps"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     # its initialisation, rebuilt from config.json and the seed, is the one it started from
     assert weights_digest(initial_model(run.folder).state_dict()) == prov["init_sha256"]

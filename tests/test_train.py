@@ -133,8 +133,8 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     assert "heldout_loss" in rows[-1] and "heldout_loss" not in rows[0]
     assert rows[-1]["heldout_loss"] == pytest.approx(result.heldout_loss)
     conf = json.loads((tmp_path / "config.json").read_text())
-    assert conf["model"]["depth"] == 2 and conf["model"]["kind"] == "mff"
-    assert conf["train"]["steps"] == 6 and conf["train"]["batch_size"] == 8
+    assert conf["config"]["depth"] == 2 and conf["config"]["kind"] == "mff"
+    assert conf["train_config"]["steps"] == 6 and conf["train_config"]["batch_size"] == 8
     # snapshots: original | masked | reconstruction, 4 held-out images, scaled x4
     snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
     assert snaps == ["step_000003.png", "step_000006.png"]
@@ -451,8 +451,8 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     assert rc == 0
     assert {"checkpoint.pt", "metrics.jsonl", "config.json"} <= {p.name for p in out.iterdir()}
     conf = json.loads((out / "config.json").read_text())
-    assert conf["model"]["mask_ratio"] == 0.5 and conf["model"]["embed_dim"] == 64
-    assert conf["train"]["base_lr"] == 1e-2 and conf["train"]["kind"] == "mae"
+    assert conf["config"]["mask_ratio"] == 0.5 and conf["config"]["embed_dim"] == 64
+    assert conf["train_config"]["base_lr"] == 1e-2 and conf["train_config"]["kind"] == "mae"
     # the preset's kNN monitor: step 0 (before training) and the last step carry knn_acc
     assert [r["step"] for r in metrics(out)] == [0, 2, 4]
     assert [r["step"] for r in metrics(out) if "knn_acc" in r] == [0, 4]

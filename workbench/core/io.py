@@ -77,9 +77,15 @@ class RunFiles:
     def snapshot(self, step: int) -> Path:
         return self.snapshots / f"step_{step:06d}.png"
 
-    def read_config(self) -> dict | None:
-        """``config.json`` as a dict, or None when the run has none."""
-        return json.loads(self.config.read_text()) if self.config.exists() else None
+    def read_settings(self) -> tuple[dict, dict] | None:
+        """``config.json``'s model settings and training settings (``ModelConfig`` /
+        ``TrainConfig`` dicts, under the keys a checkpoint gives them: ``config`` and
+        ``train_config``; older runs wrote ``model`` and ``train``), or None without the file."""
+        if not self.config.exists():
+            return None
+        saved = json.loads(self.config.read_text())
+        return (saved.get("config", saved.get("model")) or {},
+                saved.get("train_config", saved.get("train")) or {})
 
 
 def run_files(root: str | os.PathLike) -> RunFiles:

@@ -43,7 +43,7 @@ def fingerprint(run) -> str:
 
 def ship(run, run_dir: Path, commit: str | None = None) -> dict:
     from workbench.checkpoints import load_checkpoint, save_weights
-    from workbench.core.io import atomic_write_text
+    from workbench.core.io import atomic_write_text, run_files
     from workbench.probes.learning import initial_model, learning_check
     from workbench.core.provenance import git_commit, package_versions
     from workbench.experiments.shipped import FINGERPRINT_STEPS, SHIPPED_DTYPE, THREADS, weights_digest
@@ -56,9 +56,10 @@ def ship(run, run_dir: Path, commit: str | None = None) -> dict:
     run.folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, run.weights, step=model.checkpoint_info.step, dtype=SHIPPED_DTYPE)
     shutil.copyfile(run_dir / "metrics.jsonl", run.folder / "metrics.jsonl")
-    config = json.loads((run_dir / "config.json").read_text())
-    config["train"]["out"] = f"runs/{run.name}"  # the command's folder, not where it ran here
-    atomic_write_text(run.folder / "config.json", json.dumps(config, indent=2))
+    model_settings, train_settings = run_files(run_dir).read_settings()
+    train_settings["out"] = f"runs/{run.name}"  # the command's folder, not where it ran here
+    atomic_write_text(run.folder / "config.json", json.dumps(
+        {"config": model_settings, "train_config": train_settings}, indent=2))
     record = {"name": run.name, "kind": run.kind, "seed": run.seed, "threads": THREADS,
               "command": ["python", "-m", "workbench", *run.command(f"runs/{run.name}")],
               "commit": commit or git_commit(ROOT),

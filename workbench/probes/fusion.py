@@ -43,7 +43,7 @@ class FusionHistory:
 
 
 def _layers_from_config(files: RunFiles) -> list[int] | None:
-    model = (files.read_config() or {}).get("model", {})
+    model = (files.read_settings() or ({}, {}))[0]
     if model.get("fuse_layers") is not None:
         return [int(i) for i in model["fuse_layers"]]
     if model.get("depth") is not None:

@@ -32,7 +32,7 @@ def knn_history(run_dir: str | os.PathLike) -> KnnHistory:
         raise NoKnnLogError(f"{files.metrics} has no knn_acc: the run was trained without the "
                             f"kNN monitor (knn_every=0) or before it existed; train with "
                             f"--knn-every N")
-    knn_images = ((files.read_config() or {}).get("train") or {}).get("knn_images")
+    knn_images = (files.read_settings() or ({}, {}))[1].get("knn_images")
     n = knn_images // 2 if isinstance(knn_images, int) else None
     probe = [float(r["probe_acc"]) for r in rows] if all("probe_acc" in r for r in rows) else None
     return KnnHistory([int(r["step"]) for r in rows], [float(r["knn_acc"]) for r in rows], n,

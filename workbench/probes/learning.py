@@ -131,8 +131,6 @@ def initial_model(run_dir: str | os.PathLike):
     """The step-0 model of a training run: its ``init.safetensors``, or -- for a run without one
     (older runs, shipped runs) -- rebuilt from its ``config.json`` and seed exactly as training
     builds it (the global generators are left as they were)."""
-    import json
-
     from ..checkpoints import load_checkpoint
     from ..core.config import ModelConfig
     from ..core.io import run_files
@@ -144,8 +142,8 @@ def initial_model(run_dir: str | os.PathLike):
     if not files.config.exists():
         raise FileNotFoundError(f"{files.root} has neither init.safetensors nor config.json: "
                                 f"not a training run directory, so its initialisation is unknown")
-    saved = json.loads(files.config.read_text())
-    cfg, seed = ModelConfig.from_dict(saved["model"]), int(saved["train"]["seed"])
+    model, train = files.read_settings()
+    cfg, seed = ModelConfig.from_dict(model), int(train["seed"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # what training's seed_everything does before building
         model = model_from_config(cfg)

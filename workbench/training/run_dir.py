@@ -140,7 +140,7 @@ class RunOutputs:
         if not self.main:
             return
         atomic_write_text(self.files.config, json.dumps(
-            {"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2))
+            {"config": mcfg.to_dict(), "train_config": cfg.to_dict()}, indent=2))
         # a resumed run keeps the records up to its checkpoint; a new one (a run killed before
         # its first checkpoint, started again) keeps none, not even the old step-0 line
         kept = [r for r in read_metrics(self.files.metrics) if int(r.get("step", 0)) <= step] \
