@@ -61,8 +61,8 @@ def test_images_that_are_not_normalised_are_refused_or_warned_about():
         model(pixels * 255, seed=0)
     with pytest.warns(UserWarning, match=r"look like \[0, 1\] pixels"):
         model.encode(pixels)
-    quiet = [normalize(pixels), torch.randn(8, 3, 32, 32),  # normalised, noise, a grey image
-             normalize(torch.full((1, 3, 32, 32), 0.5)), normalize(torch.ones(1, 3, 32, 32))]
+    grey, white = torch.full((1, 3, 32, 32), 128.0), torch.full((1, 3, 32, 32), 255.0)
+    quiet = [normalize(pixels * 255), torch.randn(8, 3, 32, 32), normalize(grey), normalize(white)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for imgs in quiet:

@@ -212,3 +212,44 @@ def test_same_pixels_in_any_mode_and_with_a_cold_cache(model):
     assert neighbour_weights(g, sigma, torch.float32, torch.device("cpu")) is w
     with torch.inference_mode():  # a first call in inference mode still caches a plain tensor
         assert not neighbour_weights(5, sigma, torch.float32, torch.device("cpu")).is_inference()
+
+
+def test_the_estimator_gives_back_the_true_colour_from_a_perfect_prediction():
+    """The picture's un-normalisation, apart from the model: feeding each patch's true
+    normalised pixels as the 'prediction' gives back the image -- exactly with oracle statistics;
+    with the visible neighbours' statistics (the default) exactly on uniform grey and colour
+    images, within a few hundredths of mean colour on a smooth gradient, and not on contrast the
+    visible patches cannot show (a patch checkerboard: their brightness, not the hidden one's).
+    So a colour cast on a grey image is the model's, not the estimator's."""
+    from workbench.data import normalize, unnormalize
+    from workbench.probes.reconstruction import unnormalize_patches
+
+    model = build_model("mae", "tiny").eval()
+    g, p = model.cfg.grid_size, model.cfg.patch_size
+    ramp = torch.linspace(0, 1, 32)
+    checker = ((torch.arange(g)[:, None] + torch.arange(g)) % 2).float()
+    checker = checker.repeat_interleave(p, 0).repeat_interleave(p, 1)
+    images = {"grey": torch.full((3, 32, 32), 0.286),
+              "colour": torch.tensor([0.8, 0.3, 0.1])[:, None, None].expand(3, 32, 32),
+              "gradient": torch.stack([ramp.expand(32, 32), ramp[:, None].expand(32, 32),
+                                       1 - ramp.expand(32, 32)]),
+              "checker": (0.1 + 0.8 * checker).expand(3, 32, 32)}
+    mask = (torch.rand(1, g * g, generator=torch.Generator().manual_seed(0)) < 0.75).float()
+    hidden = mask.reshape(g, g).repeat_interleave(p, 0).repeat_interleave(p, 1).bool()
+    worst = {}
+    for name, pixels in images.items():
+        imgs = normalize(pixels[None] * 255)
+        target = model.patchify(imgs)
+        perfect = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True)
+                                                               + 1e-6) ** 0.5
+        truth = unnormalize(imgs)[0][:, hidden]  # [3, masked pixels]
+        for stats in ("oracle", "visible"):
+            got = unnormalize(model.unpatchify(unnormalize_patches(
+                model, perfect, imgs, mask, stats)))[0][:, hidden]
+            colour_error = (got.mean(1) - truth.mean(1)).abs().max().item()
+            worst[name, stats] = colour_error
+            if stats == "oracle":
+                assert torch.allclose(got, truth, atol=1e-4), name
+    assert worst["grey", "visible"] < 1e-4 and worst["colour", "visible"] < 1e-4
+    assert worst["gradient", "visible"] < 0.06
+    assert worst["checker", "visible"] > 0.1  # what visible statistics cannot know

@@ -54,11 +54,12 @@ def check_normalised(imgs: torch.Tensor) -> None:
     lo, hi = (float(v) for v in torch.aminmax(imgs.detach().float()))
     if lo >= 0.0 and hi > NORMALISED_MAX:
         raise ValueError(f"image values reach [{lo:.3g}, {hi:.3g}], beyond any ImageNet-normalised "
-                         f"pixel (|x| <= {NORMALISED_MAX}): normalise them first "
-                         f"(workbench.data.normalize on [0, 1] pixels)")
+                         f"pixel (|x| <= {NORMALISED_MAX}): normalise 0-255 pixels first with "
+                         f"workbench.data.normalize(imgs)")
     if lo >= 0.0 and hi <= 1.0 and hi - lo > 0.5:
         warnings.warn(f"the images lie in [{lo:.3g}, {hi:.3g}]: they look like [0, 1] pixels, not "
-                      f"ImageNet-normalised ones; use workbench.data.normalize", stacklevel=4)
+                      f"ImageNet-normalised ones; use workbench.data.normalize(imgs * 255)",
+                      stacklevel=4)
 
 @model_class("mae")
 class MaskedAutoencoder(nn.Module):
@@ -161,7 +162,8 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"expected images of shape [B, {c}, {s}, {s}], got {list(imgs.shape)}")
         if not imgs.is_floating_point():
             raise TypeError(f"images are {imgs.dtype}: the model takes floats normalised with "
-                            f"ImageNet's mean and std (workbench.data.normalize(x / 255))")
+                            f"ImageNet's mean and std: workbench.data.normalize(imgs) does it "
+                            f"for uint8 pixels")
         if not self.training:
             check_normalised(imgs)
 
