@@ -60,8 +60,11 @@ def probe_scores_figure(scores: Mapping[str, Mapping[str, float]], n_test: int |
 
 
 def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequence[float]],
-                            accuracies: Mapping[str, Sequence[float]] | None = None):
-    """MAE Fig. 5 style: held-out reconstruction loss (and probe accuracy) against mask ratio."""
+                            accuracies: Mapping[str, Sequence[float]] | None = None,
+                            n_test: int | None = None, init_accuracy: float | None = None):
+    """MAE Fig. 5 style: held-out reconstruction loss (and probe accuracy) against mask ratio.
+    With ``n_test`` (the probe's test images) each accuracy carries its 95 % Wilson interval;
+    ``init_accuracy`` draws the same probe on the initialisation as a dashed line."""
     panels = 2 if accuracies else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), squeeze=False)
     for name, v in losses.items():
@@ -69,9 +72,14 @@ def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequen
     axes[0, 0].set_xlabel("mask ratio"), axes[0, 0].set_ylabel("held-out masked loss")
     axes[0, 0].legend(fontsize=8)
     if accuracies:
+        ax = axes[0, 1]
         for name, v in accuracies.items():
-            axes[0, 1].plot(ratios, np.asarray(v) * 100, marker="o", label=name)
-        axes[0, 1].set_xlabel("mask ratio"), axes[0, 1].set_ylabel("linear probe accuracy (%)")
-        axes[0, 1].legend(fontsize=8)
+            yerr = wilson_errors(v, n_test) if n_test else None
+            ax.errorbar(ratios, np.asarray(v) * 100, yerr=yerr, marker="o", capsize=3,
+                        label=name + (f" (95 % CI, n = {n_test})" if n_test else ""))
+        if init_accuracy is not None:
+            ax.axhline(100 * init_accuracy, color="0.5", ls="--", lw=1, label="at initialisation")
+        ax.set_xlabel("mask ratio"), ax.set_ylabel("linear probe accuracy (%)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

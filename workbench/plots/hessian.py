@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -63,6 +64,7 @@ def _log_ratio_panel(ax, base: np.ndarray, other: np.ndarray, base_name: str, ot
     ax.plot(np.arange(len(ratio)), ratio, "o", color="C2", label="one minibatch")
     ax.axhline(0.0, color="k", lw=0.8, label="0: equal curvature")
     ax.set_xlabel("minibatch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # minibatches are whole
     ax.set_ylabel(f"mean log(|λ {other_name}| / |λ {base_name}|)\nover the top {base.shape[1]}",
                   fontsize=8)
     ax.set_title(f"per minibatch (< 0: {other_name} flatter)", fontsize=10)

@@ -70,15 +70,18 @@ def _probe_legend(results: Mapping[str, Any], n_classes: int) -> list:
 def cka_figure(matrices: Mapping[str, np.ndarray], labels: Mapping[str, tuple[str, str]]
                | None = None, title: str | None = None):
     """Linear CKA heat maps, one panel per entry of ``matrices`` (name -> [La, Lb]; e.g. "MAE",
-    "MFF-MAE", "MAE × MFF-MAE"), on one colour scale [0, 1]; ``labels`` names each panel's
-    (rows, columns) axes."""
+    "MFF-MAE", "MAE × MFF-MAE"), on one colour scale from the lowest value shown (rounded down
+    to 0.05) to 1, so that differences among high similarities stay visible; ``labels`` names
+    each panel's (rows, columns) axes."""
     matrices = nonempty(matrices, "CKA matrices")
+    low = min(float(np.nanmin(np.asarray(m))) for m in matrices.values())
+    vmin = min(0.9, max(0.0, np.floor(low * 20) / 20))
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices) + 0.8, 3.6),
                              squeeze=False)
     image = None
     for ax, (name, m) in zip(axes[0], matrices.items()):
         m = np.asarray(m)
-        image = ax.imshow(m, origin="lower", vmin=0, vmax=1, cmap="magma")
+        image = ax.imshow(m, origin="lower", vmin=vmin, vmax=1, cmap="magma")
         rows, cols = (labels or {}).get(name, ("block", "block"))
         ax.set_ylabel(rows), ax.set_xlabel(cols), ax.set_title(name, fontsize=10)
         ax.set_xticks(range(m.shape[1])), ax.set_yticks(range(m.shape[0]))
@@ -107,12 +110,10 @@ def attention_figure(stats: Mapping[str, Any], title: str | None = None):
             ax.plot(depth, v.mean(axis=1), "-", color=f"C{m}", label=f"{name} (mean of heads)")
             ax.set_xlabel("encoder block"), ax.set_ylabel(label), ax.set_xticks(depth)
     first = next(iter(stats.values()))
-    axes[0].set_title(f"points: heads; n = {first.n_images} images, "
-                      f"{first.grid_size}×{first.grid_size} patches of {first.patch_size} px",
-                      fontsize=9)
+    what = (f"points: heads; n = {first.n_images} images, {first.grid_size}×{first.grid_size} "
+            f"patches of {first.patch_size} px")  # over the whole figure: a panel clips it
     axes[-1].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{title}\n{what}" if title else what, fontsize=9)
     fig.tight_layout()
     return fig
 
