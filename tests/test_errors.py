@@ -3,6 +3,8 @@ a device this machine lacks says so, and images that are not what the model take
 or warned about instead of giving quietly wrong numbers."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -92,3 +94,26 @@ def test_hessian_takes_parameters_or_named_parameters_and_names_frozen_ones():
         top_hessian_eigenvalues(loss, [model.pos_embed], k=1)
     with pytest.raises(TypeError, match="not a tensor"):
         top_hessian_eigenvalues(loss, [("w", 3.0)], k=1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mask-ratio", "1.5"], "mask_ratio must be in [0, 1), got 1.5"),
+    (["--preset", "vit-bb"], "vit-bb"),
+    (["--data", "/nonexistent-folder"], "image folder not found: /nonexistent-folder"),
+    (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+    (["--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda"),
+])
+def test_value_errors_answer_before_torch_is_imported(tmp_path, args, message):
+    """A new run's values are checked before torch loads (bench/cli.py times the answer)."""
+    code = ("import sys; from workbench.__main__ import main; "
+            f"rc = main(['train', *{args!r}, '--out', {str(tmp_path / 'r')!r}]); "
+            "print('torch' in sys.modules, rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["False", "1"], r.stdout + r.stderr
+    assert message in r.stderr and not (tmp_path / "r").exists()
+
+
+def test_set_without_equals_names_the_form():
+    r = subprocess.run([sys.executable, "-m", "workbench", "train", "--set", "depth", "4"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--set takes KEY=VALUE, e.g. --set depth=..." in r.stderr

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .core.config import MODEL_KINDS, ModelConfig
@@ -135,8 +136,17 @@ def cmd_train(args, parser) -> int:
     out = args.out or f"runs/{fields.get('kind', 'mff')}-{fields.get('preset', 'tiny')}"
     session = dict(out=out, resume=args.resume, device=args.device, compile=args.compile,
                    progress=not args.no_progress)
+    from .training.settings import TrainConfig
+
+    if not args.resume:  # a new run's settings are checked before torch is imported (~0.2 s)
+        try:
+            cfg = TrainConfig(**fields, **session, model_overrides=overrides)
+            check_values(cfg)
+        except (ValueError, TypeError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     from .experiments.pretraining import train
-    from .training import TrainConfig, TrainingDiverged
+    from .training import TrainingDiverged
     from .training.run_dir import saved_train_config
 
     try:
@@ -155,6 +165,20 @@ def cmd_train(args, parser) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_values(cfg) -> None:
+    """What a run checks from the values alone -- every setting's range, the preset and model
+    settings, that an image folder exists -- without torch, so that a typo answers at once
+    (the run checks them again, and everything else, once torch is loaded)."""
+    from .core.config import BUILTIN_SETS
+    from .training.settings import build_model_config, resolve
+
+    cfg = resolve(cfg)
+    build_model_config(cfg)
+    if str(cfg.data) not in BUILTIN_SETS and not Path(cfg.data).expanduser().is_dir():
+        raise FileNotFoundError(f"image folder not found: {cfg.data} (--data takes "
+                                f"{' or '.join(BUILTIN_SETS)} or a folder of images)")
 
 
 def dry_run(cfg, resumed: bool = False) -> str:
@@ -256,8 +280,17 @@ def cmd_info(args) -> int:
     return 0
 
 
+def check_set_syntax(argv: list[str], parser: argparse.ArgumentParser) -> None:
+    """``--set depth 4`` (a space for the '='): argparse would only say "unrecognized arguments:
+    4"; name the form instead."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set" and "=" not in value:
+            parser.error(f"--set takes KEY=VALUE, e.g. --set {value}=...; got --set {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    check_set_syntax(sys.argv[1:] if argv is None else list(argv), parser)
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args, parser)

@@ -36,6 +36,11 @@ MASK_STRATEGIES: Registry[str] = Registry("mask_strategy", {
     "grid": "a regular lattice, one patch of every 2x2 at ratio 0.75 (MAE's grid-wise sampling)",
 })
 FUSION_PROJECTIONS = ("linear", "identity", "mlp")
+# The data names a run takes besides an image folder, and the training augmentations (the data
+# layer's, named here so that settings are checked without torch): "mae" is MAE's
+# RandomResizedCrop(0.2-1) + flip, "resize-crop" a resize, reflect padding and a random crop.
+BUILTIN_SETS = ("builtin", "shapes")
+AUGMENTATIONS = ("mae", "resize-crop")
 
 # Attention heads used by the published checkpoints for each encoder width (ViT-Ti/S/B/L/H).
 PUBLISHED_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}

@@ -8,11 +8,11 @@ import torch
 
 from .folders import FolderImages
 from .photos import BuiltinPhotos
+from ..core.config import BUILTIN_SETS
 from ..core.seeds import derive_seed
 from .shapes import BuiltinShapes
 from .views import ViewDataset
 
-BUILTIN_SETS = ("builtin", "shapes")  # the names build_dataset takes besides a folder
 
 
 def build_dataset(name_or_path: str | os.PathLike = "builtin", img_size: int = 32,

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..core.config import AUGMENTATIONS
 from ..core.seeds import derive_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,10 +21,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.2, 1.0)  # MAE's RandomResizedCrop area range
 CROP_RATIO = (3 / 4, 4 / 3)
 EVAL_CROP = 0.875  # eval: resize to S / 0.875, center crop S (224 of 256)
-# Training augmentations: "mae" (MAE's RandomResizedCrop(0.2-1) + flip: the default, so MAE and
+# Training augmentations (core.config.AUGMENTATIONS): "mae" (MAE's RandomResizedCrop(0.2-1) + flip: the default, so MAE and
 # MFF-MAE see the same images and differ only in the fusion) or "resize-crop" (what mmpretrain's
 # released MFF configs use: resize to S, RandomCrop(S, padding 4, reflect), flip).
-AUGMENTATIONS = ("mae", "resize-crop")
 CROP_PADDING = 4  # "resize-crop": reflect padding before the random crop, pixels
 PLAIN_VIEW = 4  # derive_seed purpose of the augmentation of plain indexing, ds[i]
 SPLITS = ("train", "heldout")

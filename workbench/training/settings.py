@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.config import ModelConfig, model_config
+from ..core.config import AUGMENTATIONS, ModelConfig, model_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = r"auto|cpu|mps|cuda(:\d+)?"  # the device setting's forms
 # what a run's step minimises: "mim" masked image modelling (the model's own reconstruction loss,
 # MAE / MFF-MAE pretraining); "supervised" cross-entropy on the data's class labels, an MFF encoder
 # with a linear head on its fused tokens (MFF's supervised comparison, training/supervised.py)
@@ -41,7 +43,7 @@ class TrainConfig:
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
     data: str = "builtin"  # "builtin" photos, "shapes", or an image folder
-    augment: str = "mae"  # training augmentation: "mae" | "resize-crop" (data.AUGMENTATIONS)
+    augment: str = "mae"  # training augmentation: "mae" | "resize-crop" (core.config.AUGMENTATIONS)
     steps: int | None = None  # optimizer steps (schedule length)
     stop_after: int | None = None  # stop early at this step (checkpointed), schedule unchanged
     batch_size: int | None = None  # global batch, over all ranks and accumulation steps
@@ -144,10 +146,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"knn_images must be an integer >= 2, got {cfg.knn_images!r}")
     if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
         raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
-    from ..data import AUGMENTATIONS
-
     if cfg.augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {cfg.augment!r}")
+    if not isinstance(cfg.device, str) or not re.fullmatch(DEVICES, cfg.device):
+        raise ValueError(f"device {cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     check_objective(cfg)
