@@ -117,3 +117,25 @@ def test_set_without_equals_names_the_form():
     r = subprocess.run([sys.executable, "-m", "workbench", "train", "--set", "depth", "4"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--set takes KEY=VALUE, e.g. --set depth=..." in r.stderr
+
+
+def test_resume_without_a_checkpoint_is_an_error_naming_the_folder(tmp_path, capsys):
+    out = tmp_path / "typo"
+    assert main(["train", "--resume", "--out", str(out), "--steps", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out} holds no checkpoint" in err and "leave out --resume" in err
+    assert not out.exists()  # nothing trained or left in the wrong place
+
+
+def test_resume_if_any_starts_a_run_where_there_is_none(tmp_path):
+    from workbench.training import IF_ANY, TrainConfig, run_training
+
+    cfg = dict(kind="mae", preset="tiny", model_overrides=SMALL, steps=2, batch_size=4,
+               out=str(tmp_path / "run"), progress=False, knn_every=0, snapshot_every=0,
+               eval_images=4)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        run_training(TrainConfig(**cfg, resume=True))
+    assert run_training(TrainConfig(**cfg, resume=IF_ANY)).step == 2  # started
+    assert run_training(TrainConfig(**cfg, resume=True)).step == 2  # now there is one: done
+    with pytest.raises(ValueError, match="resume must be"):
+        run_training(TrainConfig(**cfg, resume="yes"))

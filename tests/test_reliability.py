@@ -44,7 +44,7 @@ from workbench.core.io import file_lock
 from workbench.data import FolderImages
 from workbench.models import MaskedAutoencoder, build_model
 from workbench import train
-from workbench.training import Dist, StopRequest, TrainConfig
+from workbench.training import IF_ANY, Dist, StopRequest, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 from workbench.experiments import figures as make_figures  # noqa: E402
@@ -59,15 +59,17 @@ GUARD_S = 120.0  # only so that a hung child fails the test instead of hanging t
 
 # ----------------------------------------------------------------------------- helpers
 def cli_args(out: Path, **changes) -> list[str]:
-    """``python -m workbench train ... --resume`` for the small run (``changes``: more settings)."""
+    """``python -m workbench train ...`` for the small run (``changes``: more settings), with
+    ``--resume`` once the run has a checkpoint (before, --resume would be refused)."""
     settings = {**SMALL, **RUN, **changes}
+    resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
     return (["train", "--model", "mff", "--device", "cpu", "--out", str(out), "--no-progress",
-             "--resume"] + [f"--set={k}={v}" for k, v in settings.items()])
+             *resume] + [f"--set={k}={v}" for k, v in settings.items()])
 
 
 def config(out: Path, **changes) -> TrainConfig:
     """The same run as :func:`cli_args`, for an in-process ``train``."""
-    return TrainConfig(kind="mff", device="cpu", out=str(out), progress=False, resume=True,
+    return TrainConfig(kind="mff", device="cpu", out=str(out), progress=False, resume=IF_ANY,
                        model_overrides=dict(SMALL), **{**RUN, **changes})
 
 

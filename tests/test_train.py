@@ -486,7 +486,7 @@ def test_cli_unknown_setting_and_existing_run(tmp_path, capsys):
     assert "unknown setting 'dept'" in err and "depth" in err
     with pytest.raises(SystemExit):
         main(["train", "--set", "novalue"])
-    assert "key=value" in capsys.readouterr().err
+    assert "key=value" in capsys.readouterr().err.lower()
     assert main(["info", str(tmp_path / "missing.pt")]) == 1
     assert "not found" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.probes.learning import CRITERION_TEST, CRITERION_TRAIN
-from workbench.training.settings import LEARNING_REGIME
+from workbench.training.settings import IF_ANY, LEARNING_REGIME
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def pretrain_config(p: Profile, kind: str, seed: int, out: Path):
     from workbench.training import TrainConfig
 
     return TrainConfig(kind=kind, preset=p.preset, data=p.data, steps=p.steps, seed=seed,
-                       device=p.device, out=str(run_path(out, kind, seed)), resume=True,
+                       device=p.device, out=str(run_path(out, kind, seed)), resume=IF_ANY,
                        snapshot_every=0, progress=False)
 
 

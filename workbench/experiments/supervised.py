@@ -19,7 +19,7 @@ from typing import Any
 
 from ..checkpoints import read_checkpoint
 from ..probes.fusion import FusionHistory, fusion_history
-from ..training import TrainConfig, run_training
+from ..training import IF_ANY, TrainConfig, run_training
 
 SUPERVISED_BETAS = (0.9, 0.999)  # AdamW's, as the comparison has always used
 HELDOUT_IMAGES = 512  # held-out images of the accuracy
@@ -68,7 +68,7 @@ class SupervisedFusionConfig:
             weight_decay=self.weight_decay, betas=SUPERVISED_BETAS,
             label_smoothing=self.label_smoothing, log_every=self.log_every, seed=self.seed,
             progress=self.progress, device=self.device, out=str(out),
-            resume=self.out is not None, ckpt_every=0, snapshot_every=0, knn_every=0,
+            resume=IF_ANY if self.out is not None else False, ckpt_every=0, snapshot_every=0, knn_every=0,
             eval_images=HELDOUT_IMAGES)
 
 

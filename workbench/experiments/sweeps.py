@@ -18,7 +18,7 @@ from ..data import BUILTIN_SETS, fixed_batch
 from ..probes import probe_correct
 from ..probes.learning import (CRITERION_POOL, CRITERION_TEST, initial_models, paired_gain,
                               passes)
-from ..training import TrainConfig, evaluate
+from ..training import IF_ANY, TrainConfig, evaluate
 from .pretraining import train
 
 
@@ -123,7 +123,7 @@ def train_at_ratio(ratio: float, steps: int = 150, batch_size: int = 64, kind: s
     out = sweep_run_dir(runs_dir, kind, ratio, steps, batch_size, seed, data)
     res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
                             model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
-                            data=str(data), out=str(out), seed=seed, resume=True,
+                            data=str(data), out=str(out), seed=seed, resume=IF_ANY,
                             ckpt_every=0, snapshot_every=0, progress=False,
                             knn_every=0))  # the sweep probes each run itself; no monitor
     return Path(res.checkpoint)

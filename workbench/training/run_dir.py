@@ -18,7 +18,7 @@ from .distributed import Dist, check_on_main
 from .evaluation import finite_weights
 from .hooks import SnapshotPicture
 from ..core.seeds import rng_state, set_rng_state
-from .settings import TrainConfig
+from .settings import IF_ANY, TrainConfig
 from .step import TrainingDiverged, TrainState
 
 
@@ -93,9 +93,15 @@ RESUME_CHANGES = {
 def resume(state: TrainState, files: RunFiles, cfg: TrainConfig, mcfg: ModelConfig,
            dd: Dist) -> dict | None:
     """Load the run's checkpoint into ``state`` and the global generators. Returns the metric
-    record saved with it ({} for an older checkpoint), or None when there is no checkpoint (a new
-    run starts)."""
+    record saved with it ({} for an older checkpoint). Without a checkpoint: ``resume="if-any"``
+    starts a new run (None), ``resume=True`` is an error naming the folder (a typo in ``--out``
+    must not cost a whole training in the wrong place)."""
     if not files.checkpoint.exists():
+        if cfg.resume != IF_ANY:
+            raise FileNotFoundError(
+                f"--resume: {files.root} holds no checkpoint ({files.checkpoint.name} is "
+                f"missing), so there is nothing to continue; check --out for a typo, or leave "
+                f"out --resume to start a new run there")
         if dd.main:
             print(f"[train] no checkpoint at {files.checkpoint}; starting a new run", flush=True)
         return None

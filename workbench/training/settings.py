@@ -9,6 +9,7 @@ from typing import Any
 from ..core.config import AUGMENTATIONS, ModelConfig, model_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+IF_ANY = "if-any"  # TrainConfig.resume: continue a checkpoint when the run directory has one
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"  # the device setting's forms
 # what a run's step minimises: "mim" masked image modelling (the model's own reconstruction loss,
 # MAE / MFF-MAE pretraining); "supervised" cross-entropy on the data's class labels, an MFF encoder
@@ -60,7 +61,9 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     out: str = "runs/mff-tiny"
-    resume: bool = False
+    # True: continue the checkpoint in ``out`` (an error without one); "if-any" (IF_ANY): continue
+    # it if there is one, else start a new run (batches that may have been interrupted)
+    resume: bool | str = False
     ckpt_every: int = 200  # steps; 0: only at the end
     log_every: int = 10
     snapshot_every: int = 200  # reconstruction PNGs; 0: off
@@ -148,6 +151,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"stop_after must be in [1, steps={cfg.steps}], got {cfg.stop_after}")
     if cfg.augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {cfg.augment!r}")
+    if cfg.resume not in (False, True, IF_ANY):
+        raise ValueError(f"resume must be True, False or {IF_ANY!r}, got {cfg.resume!r}")
     if not isinstance(cfg.device, str) or not re.fullmatch(DEVICES, cfg.device):
         raise ValueError(f"device {cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if cfg.precision not in PRECISIONS:
