@@ -15,7 +15,10 @@ import ipywidgets as W
 import torch
 
 from .core.config import MASK_STRATEGIES
-from .core.pictures import COLUMNS, attention_overlay, compose_rows, png_bytes, stats_caption
+from .core.io import atomic_write
+from .core.pictures import (COLUMNS, attention_overlay, colour_bar, compose_rows, png_bytes,
+                            stats_caption)
+from .data.viewing import viewed
 from .probes import attention_maps, reconstruct
 from .probes.reconstruction import to_display
 
@@ -52,11 +55,19 @@ class ReconstructionExplorer:
         self.names = W.HTML()
         self.image = W.Image(format="png")
         self.status = W.HTML()
+        self.source = W.HTML()  # which images are shown: the notebook's, or the uploaded ones
+        # your own images: any number of image files, each shown as the probes see it
+        self.upload = W.FileUpload(accept="image/*", multiple=True, description="your images")
+        self.upload.observe(lambda change: self.use_uploads(change["new"]), names="value")
+        self.save = SaveButton(self.image, lambda: (f"reconstruction-ratio{self.ratio.value:.2f}-"
+                                                    f"{self.strategy.value}-image"
+                                                    f"{self.index.value}-seed{self.seed.value}"))
         for control in (self.ratio, self.strategy, self.index, self.seed):
             control.observe(self.update, names="value")
         self.widget = W.VBox([
             W.HBox([self.ratio, self.strategy]), W.HBox([self.index, self.seed]),
-            W.HBox([self.names, W.VBox([self.header, self.image])]), self.status])
+            W.HBox([self.upload, self.save.button, self.source]),
+            W.HBox([self.names, W.VBox([self.header, self.image])]), self.status, self.save.note])
         self.results: dict = {}
         self.masked_count = 0
         self.last_ms = 0.0
@@ -68,6 +79,27 @@ class ReconstructionExplorer:
                       if len(self.models) > 1 and distinct and (os.cpu_count() or 1) > 1
                       else None)
         self.update()
+
+    def use_images(self, imgs: torch.Tensor, source: str) -> None:
+        """Show ``imgs`` [n, 3, S, S] (ImageNet-normalised, the models' size) from now on."""
+        self.imgs = imgs
+        self.index.max = imgs.shape[0] - 1  # before the value, which the max may clamp
+        self.index.value = 0
+        self.source.value = f"<small>{source}</small>"
+        self.update()
+
+    def use_uploads(self, files) -> None:
+        """The uploaded files (FileUpload's value: name and bytes of each), as the eval view at
+        the models' image size; a file that is not a readable image is named, not shown."""
+        if not files:
+            return
+        size = self.imgs.shape[-1]
+        try:
+            shown = viewed([(f["name"], bytes(f["content"])) for f in files], size, ["upload"])
+        except ValueError as e:
+            self.source.value = f"<small style='color:#b42318'>{e}</small>"
+            return
+        self.use_images(shown.images, "uploaded: " + shown.summary())
 
     def reconstruct_all(self) -> dict:
         """Every model's reconstruction of the current image, mask ratio, strategy and seed."""
@@ -123,6 +155,27 @@ class ReconstructionExplorer:
         display(self.widget)
 
 
+class SaveButton:
+    """"save PNG": the widget's picture as it is now, written to ``folder`` (default: the
+    notebook's working folder) under a name that says its settings; the path is shown."""
+
+    def __init__(self, image: W.Image, name, folder: str | os.PathLike = "."):
+        self.image, self.name, self.folder = image, name, folder
+        self.button = W.Button(description="save PNG", icon="download",
+                               layout=W.Layout(width="110px"))
+        self.note = W.HTML()
+        self.button.on_click(lambda _: self.save())
+        self.last_path: str | None = None
+
+    def save(self) -> str:
+        path = os.path.join(self.folder, f"{self.name()}.png")
+        data = bytes(self.image.value)
+        atomic_write(path, lambda f: f.write(data))
+        self.last_path = path
+        self.note.value = f"<small>saved {os.path.abspath(path)}</small>"
+        return path
+
+
 class AttentionExplorer:
     """Where one patch looks: pick model, image, encoder block, head (or their mean) and query
     patch; the query's attention over the patches is drawn over the image. Maps come from
@@ -134,21 +187,33 @@ class AttentionExplorer:
         cfg = next(iter(self.models.values())).cfg
         self.grid, self.patch = cfg.grid_size, cfg.patch_size
         self.scale = scale or max(1, 192 // imgs.shape[-1])
-        self.model = W.Dropdown(options=list(self.models), description="model")
-        self.index = W.IntSlider(value=0, min=0, max=imgs.shape[0] - 1, description="image")
+        narrow = dict(layout=W.Layout(width="290px"))  # two a row: the app stays ~600 px wide
+        self.model = W.Dropdown(options=list(self.models), description="model", **narrow)
+        self.index = W.IntSlider(value=0, min=0, max=imgs.shape[0] - 1, description="image",
+                                 **narrow)
         self.layer = W.IntSlider(value=cfg.depth - 1, min=0, max=cfg.depth - 1,
-                                 description="block")
+                                 description="block", **narrow)
         self.head = W.Dropdown(options=["mean"] + list(range(cfg.num_heads)), value="mean",
-                               description="head")
+                               description="head", **narrow)
         self.row = W.IntSlider(value=self.grid // 2, min=0, max=self.grid - 1,
-                               description="query row")
+                               description="query row", **narrow)
         self.col = W.IntSlider(value=self.grid // 2, min=0, max=self.grid - 1,
-                               description="query col")
+                               description="query col", **narrow)
         self.image, self.status = W.Image(format="png"), W.HTML()
+        side = self.scale * imgs.shape[-1]
+        # the colours' key: 0 at the left, the largest weight of the current map at the right
+        self.key = W.Image(value=png_bytes(colour_bar(side)), format="png",
+                           layout=W.Layout(width=f"{side}px"))
+        self.key_labels = W.HTML()
+        self.save = SaveButton(self.image, lambda: (
+            f"attention-{self.model.value}-image{self.index.value}-block{self.layer.value}-"
+            f"head{self.head.value}-query{self.row.value}x{self.col.value}"))
         for control in (self.model, self.index, self.layer, self.head, self.row, self.col):
             control.observe(self.update, names="value")
-        self.widget = W.VBox([W.HBox([self.model, self.index, self.layer]),
-                              W.HBox([self.head, self.row, self.col]), self.image, self.status])
+        self.widget = W.VBox([W.HBox([self.model, self.index]), W.HBox([self.layer, self.head]),
+                              W.HBox([self.row, self.col]), self.image, self.key,
+                              self.key_labels, W.HBox([self.save.button, self.save.note]),
+                              self.status])
         self._maps: dict = {}
         self.weights = torch.zeros(self.grid, self.grid)
         self.update()
@@ -170,6 +235,10 @@ class AttentionExplorer:
         img = to_display(self.imgs[self.index.value:self.index.value + 1])[0]
         self.image.value = png_bytes(attention_overlay(
             img, self.weights, (self.row.value, self.col.value), self.patch, self.scale))
+        side = self.scale * self.imgs.shape[-1]
+        self.key_labels.value = (f"<div style='display:flex;justify-content:space-between;"
+                                 f"width:{side}px;font-size:11px'><span>0</span><span>attention "
+                                 f"weight</span><span>{float(self.weights.max()):.3f}</span></div>")
         self.status.value = (f"{self.model.value}, block {self.layer.value}, head "
                              f"{self.head.value}: query patch ({self.row.value}, "
                              f"{self.col.value}); largest weight {float(self.weights.max()):.3f} "

@@ -116,3 +116,12 @@ def attention_overlay(img: torch.Tensor, weights: torch.Tensor, query: tuple[int
     picture[top:top + size, [left, left + size - 1]] = 255  # the query's left / right edges
     picture[[top, top + size - 1], left:left + size] = 255  # top / bottom edges
     return picture
+
+
+def colour_bar(width: int, height: int = 12, cmap: str = "magma") -> np.ndarray:
+    """A horizontal strip of ``cmap`` from its low end (left) to its high end (right), uint8
+    [height, width, 3]: the key of :func:`attention_overlay`'s colours."""
+    import matplotlib
+
+    row = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3]  # [width, 3]
+    return _to_uint8(np.broadcast_to(row, (height, width, 3)).copy())

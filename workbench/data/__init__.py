@@ -38,12 +38,14 @@ from .photos import (BUILTIN_SOURCES, BuiltinPhotos, Tile, array_to_rgb, builtin
                      builtin_photos_raw, photo_tiles)
 from .sets import BUILTIN_SETS, augmented_batches, build_dataset, fixed_batch, heldout_batch
 from .shapes import SHAPE_CLASSES, BuiltinShapes
+from .viewing import ViewedImages, image_files, load_images
 from .views import (AUGMENTATIONS, CROP_PADDING, CROP_RATIO, CROP_SCALE, EVAL_CROP, PLAIN_VIEW,
                     IMAGENET_MEAN, IMAGENET_STD, SPLITS, ViewDataset, center_box, check_augment,
                     check_split, normalize, padded_random_crop, plain_view_seed,
                     random_resized_box, unnormalize, view)
 
 __all__ = ["build_dataset", "fixed_batch", "augmented_batches", "heldout_batch", "StepBatches",
+           "load_images", "image_files", "ViewedImages",
            "ViewDataset", "BuiltinPhotos", "BuiltinShapes", "FolderImages", "Tile",
            "photo_tiles", "builtin_photos", "builtin_photos_raw", "derive_seed",
            "plain_view_seed", "normalize", "unnormalize", "view", "random_resized_box",

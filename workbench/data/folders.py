@@ -78,6 +78,9 @@ class FolderImages(ViewDataset):
                  seed: int = 0):
         super().__init__(img_size, split, train_transform, augment, seed)
         root = Path(root)
+        if root.is_file():
+            raise NotADirectoryError(f"{root} is a file, not an image folder ROOT/<class>/<image>; "
+                                     f"to look at images, workbench.data.load_images takes files")
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
         presplit = (root / "train").is_dir() and (root / "val").is_dir()
@@ -85,7 +88,9 @@ class FolderImages(ViewDataset):
         self.classes = sorted(d.name for d in base.iterdir()
                               if d.is_dir() and not d.name.startswith("."))
         if not self.classes:
-            raise ValueError(f"{base} has no class subfolders (expected ROOT/<class>/<image>)")
+            raise ValueError(f"{base} has no class subfolders (expected ROOT/<class>/<image>, a "
+                             f"labelled set); to look at a flat folder of images, "
+                             f"workbench.data.load_images takes it")
         files = []
         for c, name in enumerate(self.classes):
             found = sorted(p for p in (base / name).rglob("*")
@@ -109,7 +114,10 @@ class FolderImages(ViewDataset):
             warnings.warn(f"{base}: skipped {len(self.skipped)} unreadable file(s), e.g. "
                           f"{self.skipped[0][0]} ({self.skipped[0][1]})")
         if not self.samples:
-            raise ValueError(f"{base} ({split}) has no readable images")
+            held = (" (the held-out split is every 10th file of each class: a class needs 10)"
+                    if split == "heldout" and not presplit else "")
+            raise ValueError(f"{base} ({split}) has no readable images{held}; to look at every "
+                             f"image of a folder, workbench.data.load_images takes it")
         self._bad: set[int] = set()  # this process's files that failed to decode while loading
         # files that failed while loading, counted over every process that loads (DataLoader
         # workers inherit this shared counter; a per-process list would be lost with the worker)
