@@ -54,3 +54,20 @@ def test_attention_description_spans_the_figure():
     fig.canvas.draw()
     box = fig._suptitle.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure: not clipped
+
+
+def test_captions_say_what_a_classifier_reached_and_each_model_s_scale(tmp_path):
+    import json
+    from pathlib import Path
+
+    from workbench.experiments.captions import caption_counts
+    from workbench.experiments.tiny_runs import model_scale
+
+    (tmp_path / "fusion_weights_supervised.json").write_text(json.dumps(
+        {"heldout_accuracy": 0.3418, "num_classes": 8, "steps": 600}))
+    text = caption_counts({"N_IMAGES": 4}, [], tmp_path)
+    assert "fusion weights supervised: held-out accuracy 34.2 % over 8 classes (chance 12.5 %)" \
+        in text and "600 steps" in text and "4 images" in text
+    root = Path(__file__).resolve().parents[1]
+    assert model_scale(root / "weights" / "mae-tiny" / "model.safetensors") == \
+        "32 px images in 4 px patches, encoder 6 blocks × 192, 600 steps of 64 on shapes"

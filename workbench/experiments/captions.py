@@ -124,7 +124,32 @@ def claim_counts(claims: list[dict]) -> list[str]:
     return [f"claim over {t}" for t in seen]
 
 
-def caption_counts(params: dict, claims: list[dict]) -> str:
-    """The run's n's for a caption: 'n: 4 minibatches × 16 images; ...; claim over 1 seed, ...'."""
-    counts = parameter_counts(params) + claim_counts(claims)
+def accuracy_notes(folder: Path) -> list[str]:
+    """What a figure set's classifiers reached, from the numbers saved beside its figures
+    (``heldout_accuracy`` with ``num_classes``): 'supervised run: held-out accuracy 34.2 % over
+    8 classes (chance 12.5 %), 600 steps'."""
+    notes = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("heldout_accuracy") is None:
+            continue
+        name, acc = path.stem.replace("_", " "), 100 * data["heldout_accuracy"]
+        text = f"{name}: held-out accuracy {acc:.1f} %"
+        if data.get("num_classes"):
+            k = data["num_classes"]
+            text += f" over {k} classes (chance {100 / k:.1f} %)"
+        if data.get("steps"):
+            text += f", {data['steps']} steps"
+        notes.append(text)
+    return notes
+
+
+def caption_counts(params: dict, claims: list[dict], folder: Path | None = None) -> str:
+    """The run's n's for a caption: 'n: 4 minibatches × 16 images; ...; claim over 1 seed, ...',
+    and what its classifiers reached (:func:`accuracy_notes` of ``folder``)."""
+    counts = parameter_counts(params) + claim_counts(claims) + \
+        (accuracy_notes(folder) if folder is not None else [])
     return "n: " + "; ".join(counts) if counts else ""

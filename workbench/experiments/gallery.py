@@ -58,7 +58,7 @@ def figure_section(out: Path, record: dict, caption: str) -> dict:
                         if f.endswith((".png", ".html"))],
             "caption": caption,
             "counts": caption_counts(figure_parameters(out, record),
-                                     read_claims(out / record["name"]))}
+                                     read_claims(out / record["name"]), out / record["name"])}
 
 
 def index_page(out: Path, records: list[dict], meta: dict, captions: dict[str, str]) -> str:

@@ -81,16 +81,34 @@ def models_note(ckpts: dict[str, Path], shipped: set[str]) -> str:
         if name not in ckpts:
             continue
         label = "MAE" if name == "mae" else "MFF-MAE"
+        scale = model_scale(Path(ckpts[name]))
         if name in shipped:
             prov = SHIPPED_RUNS[TINY_RUNS[name].shipped].read_provenance()
             check = prov["learning_check"]
-            parts.append(f"{label}: shipped weights ({prov['step']} steps, seed {prov['seed']}, "
+            parts.append(f"{label}: shipped weights ({scale}; seed {prov['seed']}, "
                          f"commit {str(prov['commit'])[:10]}; linear probe "
                          f"{100 * check['trained']:.1f} % vs {100 * check['init']:.1f} % at "
                          f"initialisation)")
         else:
-            parts.append(f"{label}: {ckpts[name]} (trained in this batch or given)")
+            parts.append(f"{label}: {ckpts[name]} ({scale}; trained in this batch or given)")
     return "Models — " + "; ".join(parts) + "." if parts else ""
+
+
+def model_scale(checkpoint: Path) -> str:
+    """How big a model is and how it was trained, from its run folder's config.json:
+    '32 px images in 4 px patches, encoder 6 blocks x 192, 600 steps of 64 on shapes'
+    (what the folder does not say is left out)."""
+    from workbench.core.io import run_files
+
+    settings = run_files(checkpoint if checkpoint.is_dir() else checkpoint.parent).read_settings()
+    if settings is None:
+        return "scale not recorded"
+    model, train = settings
+    text = (f"{model.get('img_size')} px images in {model.get('patch_size')} px patches, encoder "
+            f"{model.get('depth')} blocks × {model.get('embed_dim')}")
+    if train.get("steps"):
+        text += f", {train['steps']} steps of {train.get('batch_size')} on {train.get('data')}"
+    return text
 
 
 def request_record(run: TinyRun, steps: int | None, extra: list[str]) -> dict:
