@@ -1,5 +1,5 @@
 """How fast the command line answers when no work is asked: ``--help``, a subcommand's help,
-``settings`` and argument errors. None of them imports torch, so each costs a Python start-up
+``settings``, argument errors and a new run's value errors. None of them imports torch, so each costs a Python start-up
 and argparse; ``python -c "import torch"`` is timed beside them, interleaved, as what every
 answer would cost if the command line imported the package's models first.
 
@@ -24,6 +24,12 @@ CASES = {
     "settings": ["-m", "workbench", "settings"],
     "bad --model": ["-m", "workbench", "train", "--model", "vit"],
     "unknown --set": ["-m", "workbench", "train", "--set", "dept=3"],
+    # value errors of a new run, checked before torch is imported (issue 33.6)
+    "--mask-ratio 1.5": ["-m", "workbench", "train", "--mask-ratio", "1.5"],
+    "--preset vit-bb": ["-m", "workbench", "train", "--preset", "vit-bb"],
+    "--data /nonexistent": ["-m", "workbench", "train", "--data", "/nonexistent"],
+    "--batch-size 0": ["-m", "workbench", "train", "--batch-size", "0"],
+    "--device tpu": ["-m", "workbench", "train", "--device", "tpu"],
 }
 REFERENCE = {"import torch": ["-c", "import torch"]}
 
