@@ -233,7 +233,7 @@ def main() -> None:
                           batch_size=batch, num_workers=2 if smoke else 8,
                           precision="fp32" if smoke else "bf16",
                           device=device.type, out=str(tmp / "run"), ckpt_every=0,
-                          snapshot_every=0, eval_images=4, log_every=2 if smoke else 10,
+                          picture_every=0, eval_images=4, log_every=2 if smoke else 10,
                           progress=False, warmup=1)
         r = train(cfg)
         metrics = read_metrics(tmp / "run")

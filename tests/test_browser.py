@@ -75,7 +75,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("browser-runs")
     return {kind: Path(train(TrainConfig(
         kind=kind, preset="tiny", model_overrides=SMALL, steps=16, batch_size=16, log_every=2,
-        out=str(base / kind), ckpt_every=0, snapshot_every=0, eval_images=16,
+        out=str(base / kind), ckpt_every=0, picture_every=0, eval_images=16,
         progress=False)).checkpoint) for kind in ("mae", "mff")}
 
 

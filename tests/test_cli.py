@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 SMALL_ARGS = [f"--set={k}={v}" for k, v in SMALL.items()]
-QUIET = ["--set", "snapshot_every=0", "--set", "eval_images=8", "--device", "cpu",
+QUIET = ["--set", "picture_every=0", "--set", "eval_images=8", "--device", "cpu",
          "--knn-every", "0"]
 
 

@@ -131,7 +131,7 @@ def test_resume_if_any_starts_a_run_where_there_is_none(tmp_path):
     from workbench.training import IF_ANY, TrainConfig, run_training
 
     cfg = dict(kind="mae", preset="tiny", model_overrides=SMALL, steps=2, batch_size=4,
-               out=str(tmp_path / "run"), progress=False, knn_every=0, snapshot_every=0,
+               out=str(tmp_path / "run"), progress=False, knn_every=0, picture_every=0,
                eval_images=4)
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         run_training(TrainConfig(**cfg, resume=True))

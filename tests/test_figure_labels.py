@@ -64,7 +64,7 @@ def test_captions_say_what_a_classifier_reached_and_each_model_s_scale(tmp_path)
     from workbench.experiments.tiny_runs import model_scale
 
     (tmp_path / "fusion_weights_supervised.json").write_text(json.dumps(
-        {"heldout_accuracy": 0.3418, "num_classes": 8, "steps": 600}))
+        {"heldout_accuracy": 0.3418, "num_classes": 8, "train_steps": 600}))
     text = caption_counts({"N_IMAGES": 4}, [], tmp_path)
     assert "fusion weights supervised: held-out accuracy 34.2 % over 8 classes (chance 12.5 %)" \
         in text and "600 steps" in text and "4 images" in text

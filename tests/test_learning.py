@@ -22,7 +22,7 @@ SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
 
 def small_run(out: Path, kind: str = "mae", **kw) -> TrainConfig:
     base = dict(kind=kind, model_overrides=dict(SMALL), steps=3, batch_size=8, base_lr=1e-2,
-                warmup=1, log_every=10, ckpt_every=0, snapshot_every=0, eval_images=8,
+                warmup=1, log_every=10, ckpt_every=0, picture_every=0, eval_images=8,
                 progress=False, knn_every=0, seed=5, out=str(out))
     return TrainConfig(**{**base, **kw})
 

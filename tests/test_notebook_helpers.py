@@ -11,7 +11,7 @@ from workbench import build_model
 
 from workbench.experiments import findings
 from workbench.checkpoints import load_models, save_checkpoint
-from workbench.experiments.sweeps import MaskRatioSweep, mask_ratio_sweep, run_dir
+from workbench.experiments.sweeps import MaskRatioSweep, mask_ratio_sweep, sweep_run_dir
 from workbench.widgets import ReconstructionExplorer
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
@@ -39,7 +39,7 @@ def test_mask_ratio_sweep_trains_measures_and_reuses(tmp_path):
     sweep = mask_ratio_sweep([0.5, 0.75], **kw)
     assert isinstance(sweep, MaskRatioSweep) and sweep.ratios == [0.5, 0.75] and sweep.steps == 2
     for ratio in (0.5, 0.75):
-        assert (run_dir(tmp_path / "runs", "mae", ratio, 2, 8, 0) / "checkpoint.pt").exists()
+        assert (sweep_run_dir(tmp_path / "runs", "mae", ratio, 2, 8, 0) / "checkpoint.pt").exists()
     # at ratio 0.75 the loss at the model's own ratio is the loss at 0.75
     assert sweep.loss_own_ratio[0.75] == sweep.loss_at_075[0.75]
     assert all(0.0 <= a <= 1.0 for a in sweep.accuracies)
@@ -55,7 +55,8 @@ def test_mask_ratio_sweep_trains_measures_and_reuses(tmp_path):
     again = mask_ratio_sweep([0.5, 0.75], **kw)
     assert again.to_dict() == sweep.to_dict()
     # checkpoints instead of runs
-    ckpts = {r: run_dir(tmp_path / "runs", "mae", r, 2, 8, 0) / "checkpoint.pt" for r in (0.5, 0.75)}
+    ckpts = {r: sweep_run_dir(tmp_path / "runs", "mae", r, 2, 8, 0) / "checkpoint.pt"
+             for r in (0.5, 0.75)}
     loaded = mask_ratio_sweep([0.5, 0.75], **{**kw, "runs_dir": tmp_path / "none"},
                               checkpoints=ckpts)
     assert loaded.to_dict() == sweep.to_dict() and not (tmp_path / "none").exists()

@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
                                   ("pixels", "mae", {"norm_pix_loss": False})):
         res = train(TrainConfig(kind=kind, preset="tiny", model_overrides={**SMALL, **overrides},
                                 steps=12, batch_size=16, log_every=2, out=str(base / name),
-                                ckpt_every=0, snapshot_every=0, eval_images=16, progress=False))
+                                ckpt_every=0, picture_every=0, eval_images=16, progress=False))
         out[name] = Path(res.checkpoint)
     return out
 
@@ -359,7 +359,7 @@ def test_batch_uses_the_shipped_weights_unless_asked_to_train(runs, tmp_path, ca
     manifest = json.loads((out / "manifest.json").read_text())
     for name in ("mae", "mff"):
         assert manifest["checkpoints"][name]["path"] == str(SHIPPED_RUNS[name].weights)
-    assert "MAE: shipped weights (600 steps" in manifest["models"]
+    assert "MAE: shipped weights (32 px images" in manifest["models"] and "600 steps" in manifest["models"]
     assert "shipped weights" in (out / "index.html").read_text().split("<figcaption")[1]
     assert make_figures.shipped_checkpoints(["mae", "mff", "pixels"]) == {
         n: SHIPPED_RUNS[n].weights for n in ("mae", "mff")}

@@ -53,7 +53,7 @@ SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
              decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 STEPS = 40
 RUN = dict(steps=STEPS, batch_size=8, ckpt_every=1, log_every=1, warmup=2, base_lr=1e-2,
-           snapshot_every=0, eval_images=8, knn_every=0)
+           picture_every=0, eval_images=8, knn_every=0)
 GUARD_S = 120.0  # only so that a hung child fails the test instead of hanging the suite
 
 
@@ -615,10 +615,12 @@ def test_real_process_sigterm_sigkill_and_resume(tmp_path, straight):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "workbench", *cli_args(run), "--set=threads=1"]
+
+    def cmd() -> list[str]:  # built at each start: --resume once there is a checkpoint
+        return [sys.executable, "-m", "workbench", *cli_args(run), "--set=threads=1"]
 
     def start_and_wait_for(step: int) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd(), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)  # the run's whole output
         deadline = time.monotonic() + 4 * GUARD_S
         while not ((run / "checkpoint.pt").exists()
@@ -636,7 +638,7 @@ def test_real_process_sigterm_sigkill_and_resume(tmp_path, straight):
     proc.kill()
     proc.communicate(timeout=GUARD_S)
     assert load_checkpoint(run / "checkpoint.pt").checkpoint_info.step >= stopped + 2
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run(cmd(), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=4 * GUARD_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_weights(run / "checkpoint.pt", straight)
@@ -673,7 +675,7 @@ def test_run_files_get_the_users_normal_permissions(tmp_path, umask, mode):
         train(TrainConfig(kind="mff", preset="tiny", model_overrides=dict(
             img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32,
             decoder_depth=1, decoder_num_heads=2), steps=1, batch_size=8, out=str(run),
-            device="cpu", progress=False, snapshot_every=0, eval_images=4))
+            device="cpu", progress=False, picture_every=0, eval_images=4))
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode

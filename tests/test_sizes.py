@@ -444,7 +444,7 @@ def test_sigterm_to_the_torchrun_launcher_reaches_every_rank(tmp_path):
     script = tmp_path / "run_ddp.py"
     script.write_text(TORCHRUN_SCRIPT)
     cfg = TrainConfig(kind="mff", model_overrides=dict(SMALL), steps=200, batch_size=8,
-                      base_lr=1e-2, warmup=2, log_every=1, ckpt_every=0, snapshot_every=0,
+                      base_lr=1e-2, warmup=2, log_every=1, ckpt_every=0, picture_every=0,
                       eval_images=8, knn_every=0, progress=False, num_workers=1,
                       out=str(tmp_path / "ddp"))
     env = {**os.environ, "OMP_NUM_THREADS": "1",

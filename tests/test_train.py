@@ -30,7 +30,7 @@ SMALL_ARGS = [f"--set={k}={v}" for k, v in SMALL.items()]
 
 def small_cfg(out, **kw) -> TrainConfig:
     base = dict(kind="mff", model_overrides=dict(SMALL), steps=6, batch_size=8, base_lr=1e-2,
-                warmup=2, log_every=1, ckpt_every=3, snapshot_every=0, eval_images=8,
+                warmup=2, log_every=1, ckpt_every=3, picture_every=0, eval_images=8,
                 progress=False, knn_every=0, out=str(out))  # the monitor: test_knn_monitor
     return TrainConfig(**{**base, **kw})
 
@@ -108,8 +108,8 @@ def test_exact_resume_mff(tmp_path):
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], abs=1e-6)
 
 
-def test_metrics_config_snapshots_and_checkpoint(tmp_path):
-    cfg = small_cfg(tmp_path, log_every=2, snapshot_every=3)
+def test_metrics_config_pictures_and_checkpoint(tmp_path):
+    cfg = small_cfg(tmp_path, log_every=2, picture_every=3)
     result = train(cfg)
     first, *rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [2, 4, 6]
@@ -135,10 +135,10 @@ def test_metrics_config_snapshots_and_checkpoint(tmp_path):
     conf = json.loads((tmp_path / "config.json").read_text())
     assert conf["config"]["depth"] == 2 and conf["config"]["kind"] == "mff"
     assert conf["train_config"]["steps"] == 6 and conf["train_config"]["batch_size"] == 8
-    # snapshots: original | masked | reconstruction, 4 held-out images, scaled x4
-    snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    # pictures: original | masked | reconstruction, 4 held-out images, scaled x4
+    snaps = sorted(p.name for p in (tmp_path / "pictures").iterdir())
     assert snaps == ["step_000003.png", "step_000006.png"]
-    with Image.open(tmp_path / "snapshots/step_000006.png") as im:
+    with Image.open(tmp_path / "pictures/step_000006.png") as im:
         assert im.size == (3 * 16 * 4, 4 * 16 * 4)
     assert any((tmp_path / "tb").iterdir())
     # the checkpoint: our layout (loads with load_checkpoint) + full training state
@@ -332,18 +332,18 @@ def test_clear_errors_before_training(tmp_path):
 
 def test_the_loop_takes_its_measurements_as_hooks(tmp_path):
     """``run_training`` without hooks trains the same weights as ``workbench.train`` (the
-    standard monitor and snapshots) and writes neither; a hook given is called as documented."""
+    standard monitor and pictures) and writes neither; a hook given is called as documented."""
     from workbench.training import TrainHooks, run_training
 
-    kw = dict(kind="mae", steps=4, log_every=2, snapshot_every=2, knn_every=2, knn_images=32)
+    kw = dict(kind="mae", steps=4, log_every=2, picture_every=2, knn_every=2, knn_images=32)
     wired = train(small_cfg(tmp_path / "wired", **kw))
     bare = run_training(small_cfg(tmp_path / "bare", **kw))
     assert [r["step"] for r in metrics(tmp_path / "wired") if "knn_acc" in r] == [0, 2, 4]
     assert not any("knn_acc" in r for r in metrics(tmp_path / "bare"))
-    assert sorted(p.name for p in (tmp_path / "wired/snapshots").iterdir()) == \
+    assert sorted(p.name for p in (tmp_path / "wired/pictures").iterdir()) == \
         ["step_000002.png", "step_000004.png"]
-    assert not (tmp_path / "bare/snapshots").exists() or \
-        not any((tmp_path / "bare/snapshots").iterdir())
+    assert not (tmp_path / "bare/pictures").exists() or \
+        not any((tmp_path / "bare/pictures").iterdir())
     assert wired.heldout_loss == bare.heldout_loss
     wa, wb = weights(tmp_path / "wired"), weights(tmp_path / "bare")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -357,7 +357,7 @@ def test_the_loop_takes_its_measurements_as_hooks(tmp_path):
         calls.append(("drawn", tuple(imgs.shape), seed))
         return Image.new("RGB", (2, 2))
 
-    run_training(small_cfg(tmp_path / "mine", **kw), TrainHooks(monitor=factory, snapshot=picture))
+    run_training(small_cfg(tmp_path / "mine", **kw), TrainHooks(monitor=factory, picture=picture))
     assert calls[0] == ("built", 2, 16) and calls.count(("drawn", (4, 3, 16, 16), 0)) == 2
     assert [r["step"] for r in metrics(tmp_path / "mine") if "my_reading" in r] == [0, 2, 4]
 
@@ -447,7 +447,7 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--model", "mae", "--steps", "4", "--batch-size", "8", "--out", str(out),
                "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,
-               "--set", "snapshot_every=0", "--set", "base_lr=1e-2"])
+               "--set", "picture_every=0", "--set", "base_lr=1e-2"])
     assert rc == 0
     assert {"checkpoint.pt", "metrics.jsonl", "config.json"} <= {p.name for p in out.iterdir()}
     conf = json.loads((out / "config.json").read_text())
@@ -465,7 +465,7 @@ def test_cli_train_info_and_errors(tmp_path, capsys):
     # resume to more steps from the command line
     again = ["train", "--model", "mae", "--steps", "6", "--batch-size", "8", "--out", str(out),
              "--resume", "--log-every", "2", "--mask-ratio", "0.5", "--no-progress", *SMALL_ARGS,
-             "--set", "snapshot_every=0", "--set", "base_lr=1e-2"]
+             "--set", "picture_every=0", "--set", "base_lr=1e-2"]
     assert main(again) == 0
     assert [r["step"] for r in metrics(out)] == [0, 2, 4, 6]
     assert load_checkpoint(out / "checkpoint.pt").checkpoint_info.step == 6
@@ -535,3 +535,20 @@ def test_train_leaves_the_callers_generators_and_threads_alone(tmp_path):
     assert torch.get_num_threads() == threads
     after = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]
+
+
+def test_a_notebook_kernel_gets_a_progress_bar(monkeypatch):
+    """In a Jupyter kernel (the quickstart's training cell) the run draws tqdm's widget bar;
+    elsewhere without a terminal it prints a line per log step instead (no bar)."""
+    import workbench.training.loop as loop
+    from workbench.training.distributed import Dist
+
+    assert loop.in_notebook() is False  # pytest is no kernel
+    cfg, mcfg = resolve(TrainConfig(kind="mae", steps=4)), build_model("mae").cfg
+    monkeypatch.setattr(loop.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(loop, "in_notebook", lambda: False)
+    assert loop.progress_bar(cfg, mcfg, Dist(), 4, 0) is None
+    monkeypatch.setattr(loop, "in_notebook", lambda: True)
+    bar = loop.progress_bar(cfg, mcfg, Dist(), 4, 0)
+    assert bar is not None and bar.total == 4
+    bar.close()

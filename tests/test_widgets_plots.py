@@ -74,7 +74,7 @@ def _old_compose_rows(results, index=0, scale=4, pad=2):
     return (np.concatenate(rows[:-1], axis=0) * 255).round().astype(np.uint8)
 
 
-def _old_snapshot(r, scale=4):
+def _old_picture(r, scale=4):
     """train.reconstruction_grid's pixels before workbench.core.pictures: original | masked (black) |
     pasted, one row per image, no gaps, nearest upscaling."""
     rows = [torch.cat([a, m, c], dim=2) for a, m, c in zip(r.original, r.masked, r.pasted)]
@@ -87,10 +87,10 @@ def test_pictures_keep_the_old_pixels(models, imgs):
     for index, scale, pad in ((0, 4, 2), (2, 2, 1), (1, 3, 0), (0, 1, 2)):
         assert np.array_equal(compose_rows(res, index, scale, pad),
                               _old_compose_rows(res, index, scale, pad))
-    # the training snapshot: several images of one model, chosen columns, no gaps
+    # the training picture: several images of one model, chosen columns, no gaps
     r = reconstruct(models["MFF-MAE"], imgs, 0.75, seed=0, fill=0.0)
     snap = compose_rows(r, range(3), scale=4, pad=0, columns=("original", "masked", "pasted"))
-    old = _old_snapshot(r)
+    old = _old_picture(r)
     assert snap.shape == old.shape == (3 * 64, 3 * 64, 3)
     assert np.abs(snap.astype(int) - old.astype(int)).max() <= 1  # rounding of exact halves
     # rows: image by image, model by model

@@ -15,6 +15,8 @@ _WHERE = {
     "load_checkpoint": ".checkpoints",
     "load_models": ".checkpoints",
     "export_timm": ".checkpoints",
+    "load_classifier": ".checkpoints",
+    "finetune": ".experiments.finetune",
     "export_hf": ".checkpoints.hf",
     "reconstruct": ".probes",
     "train": ".experiments.pretraining",

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="any model or training setting, repeatable (`settings` lists them)")
     p.train_parser = t  # for error messages with the train usage
+    add_finetune_parser(sub)
     i = sub.add_parser("info", formatter_class=HelpFormatter,
                        help="describe a checkpoint (any supported layout) or a run directory")
     i.add_argument("checkpoint", help="a checkpoint file or a run directory")
@@ -117,7 +118,99 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("settings", formatter_class=HelpFormatter,
                        help="list every --set name with its default")
     s.add_argument("--preset", default="tiny", help="whose defaults to show (default: tiny)")
+    s.add_argument("--finetune", action="store_true", help="the defaults of `finetune` (MAE's "
+                   "fine-tuning recipe) instead of `train`'s")
     return p
+
+
+FINETUNE_EXAMPLES = """examples:
+  python -m workbench finetune weights/mae-tiny --data shapes --out runs/ft-mae   # ~1 min on a CPU
+  python -m workbench finetune runs/mff-tiny --data shapes --tune-blocks 2        # last 2 blocks
+  python -m workbench finetune weights/mae-tiny --data shapes --label-fraction 0.1
+  python -m workbench finetune mae_pretrain_vit_base.pth --data ~/imagenet --set layer_decay=0.65 \\
+      --batch-size 1024 --device cuda          # MAE's ViT-B recipe (its README: 100 epochs)
+  python -m workbench finetune --resume --out runs/ft-mae    # continue exactly
+"""
+
+
+def add_finetune_parser(sub) -> None:
+    """``finetune CHECKPOINT``: MAE's main_finetune.py recipe through the one training loop."""
+    f = sub.add_parser("finetune", formatter_class=HelpFormatter, epilog=FINETUNE_EXAMPLES,
+                       help="fine-tune a pretrained checkpoint into a classifier (MAE's recipe)",
+                       description="Fine-tune a checkpoint's encoder (any layout `info` reads) "
+                                   "as a timm ViT classifier: AdamW, layer-wise lr decay, drop "
+                                   "path, label smoothing, mixup / cutmix, warmup + cosine. "
+                                   "Writes the run directory train writes, plus model.safetensors "
+                                   "(timm key names; workbench.load_classifier reads it).")
+    a = f.add_argument
+    a("checkpoint", nargs="?", help="the pretrained checkpoint or run directory (not needed "
+      "with --resume)")
+    a("--data", help="shapes, builtin or a folder ROOT/<class>/ (labelled; default: shapes)")
+    a("--out", help="run directory (default: runs/finetune-<kind>)")
+    a("--resume", action="store_true", help="continue the run in --out")
+    a("--steps", type=int, help="optimizer steps (default: tiny 60; else 125k = MAE's 100 "
+      "ImageNet epochs at batch 1024)")
+    a("--batch-size", type=int, help="global batch (default: tiny 64, else 1024)")
+    a("--tune-blocks", help="train the last K blocks (+ norm / fc_norm, head); 0: the head; "
+      "all (default): end to end (MAE Fig. 9)")
+    a("--label-fraction", type=float, help="class-balanced seeded share of the labelled images, "
+      "e.g. 0.01 / 0.1 as MFF (default: 1)")
+    a("--layer-decay", type=float, help="layer-wise lr decay (default 0.75 as main_finetune.py; "
+      "MAE's ViT-B recipe and common reproductions use 0.65)")
+    a("--drop-path", type=float, help="drop path rate (default: 0.1)")
+    a("--mixup", type=float, help="mixup alpha, 0: off (default: 0.8)")
+    a("--cutmix", type=float, help="cutmix alpha, 0: off (default: 1.0)")
+    a("--smoothing", type=float, dest="label_smoothing", help="label smoothing (default: 0.1)")
+    a("--global-pool", choices=("avg", "token"), help="head input: avg = mean patch token + "
+      "fc_norm (default, official), token = cls token")
+    a("--eval-every", type=int, help="held-out top-1 / top-5 every N steps (default: 0, the end)")
+    a("--seed", type=int, help="seed (default: 0)")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    a("--no-progress", action="store_true", help="no progress bar or log lines, only the result")
+    a("--set", action="append", default=[], metavar="KEY=VALUE",
+      help="any model or training setting, repeatable (`settings --finetune` lists them)")
+
+
+FINETUNE_FLAGS = ("data", "steps", "batch_size", "tune_blocks", "label_fraction", "layer_decay",
+                  "drop_path", "mixup", "cutmix", "label_smoothing", "global_pool", "eval_every",
+                  "seed")
+
+
+def cmd_finetune(args, parser) -> int:
+    fields = {k: getattr(args, k) for k in FINETUNE_FLAGS if getattr(args, k) is not None}
+    if "tune_blocks" in fields and fields["tune_blocks"] != "all":
+        try:
+            fields["tune_blocks"] = int(fields["tune_blocks"])
+        except ValueError:
+            parser.error(f"--tune-blocks takes a number of blocks or 'all', got "
+                         f"{fields['tune_blocks']!r}")
+    overrides: dict = {}
+    apply_settings(args.set, fields, overrides, parser)
+    if not args.resume and not args.checkpoint:
+        parser.error("finetune needs a CHECKPOINT (or --resume --out DIR)")
+    if args.resume and not args.out:
+        parser.error("finetune --resume needs --out DIR (the run to continue)")
+    session = dict(resume=args.resume, device=args.device, progress=not args.no_progress)
+    if args.out:
+        session["out"] = args.out
+    from .checkpoints import CheckpointError
+    from .experiments.finetune import finetune, finetune_config
+    from .training import TrainConfig, TrainingDiverged
+    from .training.run_dir import saved_train_config
+
+    try:
+        saved = saved_train_config(args.out) if args.resume else None
+        if saved is not None:
+            cfg = TrainConfig.from_dict(saved).continued(fields, overrides, **session)
+        else:
+            fields.setdefault("data", "shapes")
+            cfg = finetune_config(args.checkpoint, **fields, **session,
+                                  model_overrides=overrides)
+        finetune(cfg)
+    except (ValueError, TypeError, OSError, TrainingDiverged, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def given_settings(args, parser) -> tuple[dict, dict]:
@@ -190,7 +283,7 @@ def dry_run(cfg, resumed: bool = False) -> str:
     from .training.distributed import Dist, pick_device
     from .training.loop import check_batch_split
     from .training.schedule import peak_lr, warmup_steps
-    from .training.settings import build_model_config, check_mask_count, resolve
+    from .training.settings import build_model_config, check_mask_count, resolve, snapshot_schedule
     from .training.step import pick_precision
 
     cfg = resolve(cfg)
@@ -221,7 +314,8 @@ def dry_run(cfg, resumed: bool = False) -> str:
         f"{cfg.accum_steps} micro-batch(es) x {size.micro_batch} images",
         f"device             {device}, {precision}",
         f"writes             checkpoint {every(cfg.ckpt_every, 'at the end')}, log "
-        f"{every(cfg.log_every)}, snapshots {every(cfg.snapshot_every)}, kNN "
+        f"{every(cfg.log_every)}, pictures {every(cfg.picture_every)}, weight snapshots "
+        f"{len(snapshot_schedule(cfg)) or 'none'}, kNN "
         f"{every(cfg.knn_every)}",
         *size.lines(),
         f"memory             fits: {device_memory(device).where} "
@@ -236,7 +330,8 @@ def every(steps: int, otherwise: str = "never") -> str:
 
 def cmd_settings(args) -> int:
     from .core.config import PRESETS
-    from .training.settings import PAPER_RECIPE, PRESET_TRAIN_DEFAULTS
+    from .training.settings import (FINETUNE_PAPER_RECIPE, FINETUNE_PRESET_DEFAULTS,
+                                    FINETUNE_RECIPE, PAPER_RECIPE, PRESET_TRAIN_DEFAULTS)
 
     if args.preset not in PRESETS:
         print(f"error: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}",
@@ -244,9 +339,14 @@ def cmd_settings(args) -> int:
         return 1
     model, train = settings_fields()
     model.update(PRESETS[args.preset])
-    train.update(PRESET_TRAIN_DEFAULTS.get(args.preset, PAPER_RECIPE))
+    if getattr(args, "finetune", False):  # the model settings then come from the checkpoint
+        train.update(objective="finetune", **FINETUNE_RECIPE,
+                     **FINETUNE_PRESET_DEFAULTS.get(args.preset, FINETUNE_PAPER_RECIPE))
+    else:
+        train.update(PRESET_TRAIN_DEFAULTS.get(args.preset, PAPER_RECIPE))
+    what = "fine-tuning" if getattr(args, "finetune", False) else "training"
     for title, values in ((f"model settings (preset {args.preset})", model),
-                          (f"training settings (preset {args.preset})", train)):
+                          (f"{what} settings (preset {args.preset})", train)):
         print(f"{title}:")
         width = max(len(k) for k in values)
         for k, v in values.items():
@@ -296,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args, parser)
     if args.command == "settings":
         return cmd_settings(args)
+    if args.command == "finetune":
+        return cmd_finetune(args, parser)
     return cmd_info(args)
 
 

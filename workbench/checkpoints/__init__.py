@@ -29,7 +29,9 @@ The modules, each importing only those before it: :mod:`.files` (reading and wri
 :mod:`.layouts` (detecting a layout, the converters, the settings inferred and checked against the
 weights), :mod:`.hf` (Hugging Face ViTMAE: its converter, the hub cache, export),
 :mod:`.loading` (:func:`load_checkpoint`, :func:`load_models`), :mod:`.weights` (our layout
-written, :func:`save_weights`, :func:`export_timm`). This package only re-exports their names.
+written, :func:`save_weights`, :func:`export_timm`), :mod:`.classifier` (the fine-tuned timm
+ViT: :func:`classifier_from_encoder`, :func:`load_classifier`). This package only re-exports
+their names.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ from .layouts import (DECODER_KEYS, HF_KEYS, LAYOUTS, Claims, Converter, check_w
                       infer_config, mmpretrain_to_official)
 from .loading import load_checkpoint, load_models, load_state, read_checkpoint
 from .weights import TIMM_ENCODER_KEYS, checkpoint_dict, export_timm, save_checkpoint, save_weights
+from .classifier import (Classifier, classifier_from_encoder, freeze_blocks, load_classifier,
+                         save_classifier, timm_create_args, timm_name)
 
 __all__ = ["load_checkpoint", "load_models", "read_checkpoint", "load_state", "save_checkpoint",
            "save_weights", "checkpoint_dict", "export_timm", "detect_layout", "LAYOUTS",
@@ -49,4 +53,6 @@ __all__ = ["load_checkpoint", "load_models", "read_checkpoint", "load_state", "s
            "Claims", "check_weights_agree", "held_by_weights", "mmpretrain_to_official",
            "convert_workbench", "convert_mmpretrain", "convert_mae_official", "convert_timm",
            "has_hf_keys", "read_file", "read_safetensors", "write_safetensors", "FORMAT",
-           "FORMAT_VERSION", "TIMM_ENCODER_KEYS", "DECODER_KEYS", "HF_KEYS"]
+           "FORMAT_VERSION", "TIMM_ENCODER_KEYS", "DECODER_KEYS", "HF_KEYS", "Classifier",
+           "classifier_from_encoder", "freeze_blocks", "load_classifier", "save_classifier",
+           "timm_create_args", "timm_name"]

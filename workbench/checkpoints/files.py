@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import torch
@@ -117,7 +118,20 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
 
     data = save({k: v.contiguous().cpu() for k, v in tensors.items()},
                 metadata={"format": "pt", **(metadata or {})})
+    data = canonical_header(data)
     atomic_write(path, lambda f: f.write(data))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """A ``.safetensors`` file's bytes with its JSON header's keys sorted: safetensors writes the
+    metadata in hash order, which changes from process to process, so the same weights would
+    give different files (a resumed run's snapshots must equal a straight run's bit for bit).
+    The tensor bytes and their offsets are untouched; the header is padded to 8 bytes."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True,
+                        separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + n:]
 
 
 def _loader_detail(text: str) -> str:

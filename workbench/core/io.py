@@ -63,8 +63,16 @@ class RunFiles:
         return self.root / "config.json"
 
     @property
-    def snapshots(self) -> Path:  # reconstruction PNGs
+    def pictures(self) -> Path:  # reconstruction PNGs (picture_every)
+        return self.root / "pictures"
+
+    @property
+    def snapshots(self) -> Path:  # the weights kept over training (snapshot_steps)
         return self.root / "snapshots"
+
+    @property
+    def probe_cache(self) -> Path:  # probes.over_training's numbers, one JSON per measurement
+        return self.root / "probe_cache"
 
     @property
     def tensorboard(self) -> Path:
@@ -74,8 +82,22 @@ class RunFiles:
     def lock(self) -> Path:  # held by the training process that writes here
         return self.root / ".lock"
 
-    def snapshot(self, step: int) -> Path:
-        return self.snapshots / f"step_{step:06d}.png"
+    def picture(self, step: int) -> Path:
+        return self.pictures / f"step_{step:06d}.png"
+
+    def snapshot(self, step: int) -> Path:  # save_weights: encoder + decoder, no optimizer
+        return self.snapshots / f"step_{step:06d}.safetensors"
+
+    def snapshot_series(self) -> dict[int, Path]:
+        """{step: file} of the weight snapshots on disk, by step ({} without any)."""
+        if not self.snapshots.is_dir():
+            return {}
+        found = {}
+        for path in self.snapshots.glob("step_*.safetensors"):
+            digits = path.stem[len("step_"):]
+            if digits.isdigit():
+                found[int(digits)] = path
+        return dict(sorted(found.items()))
 
     def read_settings(self) -> tuple[dict, dict] | None:
         """``config.json``'s model settings and training settings (``ModelConfig`` /

@@ -1,5 +1,5 @@
 """Pictures of reconstructions as plain pixel arrays (no matplotlib, no ipywidgets): the one
-renderer behind the reconstruction explorer's image and the training snapshots.
+renderer behind the reconstruction explorer's image and the training pictures.
 
 A picture is a uint8 [H, W, 3] array made of panels (one per column: original, masked,
 reconstruction, pasted -- the fields of :class:`workbench.probes.Reconstruction`), one row per
@@ -46,7 +46,7 @@ def compose_rows(results: Mapping[str, Any] | Any, index: int | Iterable[int] = 
     panel is upscaled ``scale`` times (nearest); panels and rows are separated by white gaps of
     ``pad * scale`` pixels (``pad=0``: none).
 
-    The explorer shows ``compose_rows(results, 0, scale)``; a training snapshot of several images
+    The explorer shows ``compose_rows(results, 0, scale)``; a training picture of several images
     of one model is ``compose_rows(r, range(n), scale, pad=0,
     columns=("original", "masked", "pasted"))``.
     """

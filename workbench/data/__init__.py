@@ -27,7 +27,8 @@ The modules, each importing only those before it (and ``core.seeds``' :func:`der
 :mod:`.views` (constants, normalisation, crops, :class:`ViewDataset`), :mod:`.photos` (the
 built-in photos and their tiles), :mod:`.folders` (image folders), :mod:`.shapes`,
 :mod:`.sets` (:func:`build_dataset` and the fixed and augmented batches), :mod:`.order`
-(:class:`StepBatches`). This package only re-exports their names.
+(:class:`StepBatches`), :mod:`.subsets` (few-shot: :func:`balanced_subset`,
+:class:`LabelSubset`). This package only re-exports their names.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .photos import (BUILTIN_SOURCES, BuiltinPhotos, Tile, array_to_rgb, builtin
                      builtin_photos_raw, photo_tiles)
 from .sets import BUILTIN_SETS, augmented_batches, build_dataset, fixed_batch, heldout_batch
 from .shapes import SHAPE_CLASSES, BuiltinShapes
+from .subsets import LabelSubset, balanced_subset
 from .viewing import ViewedImages, image_files, load_images
 from .views import (AUGMENTATIONS, CROP_PADDING, CROP_RATIO, CROP_SCALE, EVAL_CROP, PLAIN_VIEW,
                     IMAGENET_MEAN, IMAGENET_STD, SPLITS, ViewDataset, center_box, check_augment,
@@ -45,6 +47,7 @@ from .views import (AUGMENTATIONS, CROP_PADDING, CROP_RATIO, CROP_SCALE, EVAL_CR
                     random_resized_box, unnormalize, view)
 
 __all__ = ["build_dataset", "fixed_batch", "augmented_batches", "heldout_batch", "StepBatches",
+           "balanced_subset", "LabelSubset",
            "load_images", "image_files", "ViewedImages",
            "ViewDataset", "BuiltinPhotos", "BuiltinShapes", "FolderImages", "Tile",
            "photo_tiles", "builtin_photos", "builtin_photos_raw", "derive_seed",

@@ -127,7 +127,7 @@ def claim_counts(claims: list[dict]) -> list[str]:
 def accuracy_notes(folder: Path) -> list[str]:
     """What a figure set's classifiers reached, from the numbers saved beside its figures
     (``heldout_accuracy`` with ``num_classes``): 'supervised run: held-out accuracy 34.2 % over
-    8 classes (chance 12.5 %), 600 steps'."""
+    8 classes (chance 12.5 %), 600 steps' (``train_steps``)."""
     notes = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -141,8 +141,8 @@ def accuracy_notes(folder: Path) -> list[str]:
         if data.get("num_classes"):
             k = data["num_classes"]
             text += f" over {k} classes (chance {100 / k:.1f} %)"
-        if data.get("steps"):
-            text += f", {data['steps']} steps"
+        if data.get("train_steps"):
+            text += f", {data['train_steps']} steps"
         notes.append(text)
     return notes
 

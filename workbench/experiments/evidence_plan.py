@@ -99,7 +99,7 @@ def pretrain_config(p: Profile, kind: str, seed: int, out: Path):
 
     return TrainConfig(kind=kind, preset=p.preset, data=p.data, steps=p.steps, seed=seed,
                        device=p.device, out=str(run_path(out, kind, seed)), resume=IF_ANY,
-                       snapshot_every=0, progress=False)
+                       picture_every=0, progress=False)
 
 
 def result_path(out: Path, job: Job) -> Path:

@@ -60,7 +60,7 @@ class SupervisedFusionConfig:
     def train_config(self, out: str) -> TrainConfig:
         """The training run of this comparison, written to ``out``: the supervised objective,
         this lr outright (not scaled by the batch), a warmup of at least one step, no monitor,
-        snapshots or intermediate checkpoints; the accuracy on :data:`HELDOUT_IMAGES` images."""
+        pictures or intermediate checkpoints; the accuracy on :data:`HELDOUT_IMAGES` images."""
         return TrainConfig(
             kind="mff", objective="supervised", preset=self.preset,
             model_overrides=dict(self.model_overrides), data=self.data, steps=self.steps,
@@ -68,7 +68,7 @@ class SupervisedFusionConfig:
             weight_decay=self.weight_decay, betas=SUPERVISED_BETAS,
             label_smoothing=self.label_smoothing, log_every=self.log_every, seed=self.seed,
             progress=self.progress, device=self.device, out=str(out),
-            resume=IF_ANY if self.out is not None else False, ckpt_every=0, snapshot_every=0, knn_every=0,
+            resume=IF_ANY if self.out is not None else False, ckpt_every=0, picture_every=0, knn_every=0,
             eval_images=HELDOUT_IMAGES)
 
 

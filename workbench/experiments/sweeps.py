@@ -124,7 +124,7 @@ def train_at_ratio(ratio: float, steps: int = 150, batch_size: int = 64, kind: s
     res = train(TrainConfig(kind=kind, preset=preset, steps=steps, batch_size=batch_size,
                             model_overrides={**(model_overrides or {}), "mask_ratio": ratio},
                             data=str(data), out=str(out), seed=seed, resume=IF_ANY,
-                            ckpt_every=0, snapshot_every=0, progress=False,
+                            ckpt_every=0, picture_every=0, progress=False,
                             knn_every=0))  # the sweep probes each run itself; no monitor
     return Path(res.checkpoint)
 

@@ -11,6 +11,7 @@ per subject; this package only gathers their public names (``plots.save_figure``
 * :mod:`.curvature` -- eigenvalue densities, Hutchinson traces, loss landscapes
 * :mod:`.representations` -- per-block probes, CKA, attention statistics, the kNN monitor
 * :mod:`.evidence` -- the evidence profile: every seed's curves
+* :mod:`.dynamics` -- any probe over training (``probes.over_training``): steps, seeds as bands
 * :mod:`.common` -- what several of them share (layer colours, the empty-input check)
 
 Plots draw numbers the probes return; they compute nothing of their own beyond what a panel
@@ -23,6 +24,7 @@ from ..core.results import to_jsonable
 from .accuracy import mask_ratio_sweep_figure, probe_scores_figure, wilson_errors, wilson_interval
 from .claims import VERDICT_COLORS, forest_figure
 from .curvature import density_figure, landscape_figure, trace_figure
+from .dynamics import over_training_figure
 from .evidence import frequency_seeds_figure, fusion_trajectories_figure, learning_curves_figure
 from .files import save_figure, save_json
 from .frequency import SUBLAYER_STYLES, frequency_figure, last_layer_spectrum_figure
@@ -42,4 +44,5 @@ __all__ = [
     "density_figure", "trace_figure", "landscape_figure",
     "layer_probe_figure", "cka_figure", "attention_figure", "knn_history_figure",
     "learning_curves_figure", "fusion_trajectories_figure", "frequency_seeds_figure",
+    "over_training_figure",
 ]

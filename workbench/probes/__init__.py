@@ -20,6 +20,8 @@ dicts), never a figure; ``workbench.plots`` draws them.
 * :func:`knn_history` -- the feature monitor's held-out accuracy over training
 * :func:`learning_check`, :func:`initial_model` -- has a run learned? Its linear probe against
   its own initialisation (``probes.learning``: the learning criterion)
+* :func:`over_training` -- any probe at every weight snapshot of a run (``snapshot_steps``),
+  cached in the run's ``probe_cache/`` (``probes.dynamics``; the names: ``OVER_TRAINING_PROBES``)
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ from .attention import (AttentionStatistics, attention_distance, attention_entro
 from .history import KnnHistory, NoKnnLogError, knn_history
 from .layers import LayerProbes, block_features, layer_probes
 from .learning import LearningCheck, initial_model, initial_models, learning_check
+from .dynamics import (OVER_TRAINING_PROBES, OverTraining, OverTrainingProbe, ProbeInputs,
+                       over_training, over_training_probe)
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
@@ -61,4 +65,6 @@ __all__ = [
     "patch_conditional", "patch_distances", "attention_statistics", "AttentionStatistics",
     "knn_history", "KnnHistory", "NoKnnLogError", "layer_probes", "LayerProbes", "block_features",
     "learning_check", "LearningCheck", "initial_model", "initial_models",
+    "over_training", "OverTraining", "OVER_TRAINING_PROBES", "OverTrainingProbe",
+    "over_training_probe", "ProbeInputs",
 ]

@@ -132,15 +132,15 @@ def reconstruct(model, imgs: torch.Tensor, mask_ratio: float = 0.75,
                           patch_mask=pix, stats=stats if model.cfg.norm_pix_loss else "pixels")
 
 
-SNAPSHOT_COLUMNS = ("original", "masked", "pasted")
+PICTURE_COLUMNS = ("original", "masked", "pasted")
 
 
 @torch.no_grad()
-def snapshot_picture(model, imgs: torch.Tensor, seed: int = 0, scale: int = 4):
+def training_picture(model, imgs: torch.Tensor, seed: int = 0, scale: int = 4):
     """A PIL image, one row per image: original | masked (black) | reconstruction with the
     visible patches pasted back, at the model's own mask ratio and strategy (the reconstruction
     is :func:`reconstruct`'s, the picture :func:`workbench.core.pictures.compose_rows`'s, without
-    gaps): what a training run saves as its snapshots (``workbench.experiments.pretraining``
+    gaps): what a training run saves in ``pictures/`` (``workbench.experiments.pretraining``
     hands it to the loop)."""
     from PIL import Image
 
@@ -149,4 +149,4 @@ def snapshot_picture(model, imgs: torch.Tensor, seed: int = 0, scale: int = 4):
     r = reconstruct(model, imgs, mask_ratio=model.cfg.mask_ratio,
                     mask_strategy=model.cfg.mask_strategy, seed=seed, fill=0.0)
     return Image.fromarray(compose_rows(r, range(imgs.shape[0]), scale=scale, pad=0,
-                                        columns=SNAPSHOT_COLUMNS))
+                                        columns=PICTURE_COLUMNS))

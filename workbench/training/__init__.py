@@ -6,6 +6,7 @@ training step, and one loop.
 * :mod:`.distributed` -- ranks, device, SIGINT / SIGTERM stop requests
 * :mod:`.step` -- :func:`build_train_state` and :func:`train_step` (what benchmarks time)
 * :mod:`.supervised` -- the supervised objective's model (:class:`FusionClassifier`) and loss
+* :mod:`.finetune` -- the fine-tuning objective: layer-decay groups, mixup loss, top-1 / top-5
 * :mod:`.evaluation` -- the final held-out measurement
 * :mod:`.hooks` -- :class:`TrainHooks`: what a run measures besides its loss, given by the caller
 * :mod:`.run_dir` -- claiming, resuming and writing a run directory
@@ -32,6 +33,8 @@ _WHERE = {
     "TrainingDiverged": ".step", "TrainState": ".step", "build_train_state": ".step",
     "pick_precision": ".step", "train_step": ".step",
     "FusionClassifier": ".supervised",
+    "FinetuneLoss": ".finetune", "StepTargets": ".finetune", "layer_decay_groups": ".finetune",
+    "topk_evaluation": ".finetune", "FINETUNE_RECIPE": ".settings",
 }
 __getattr__ = lazy_exports(__name__, _WHERE)
 __all__ = list(_WHERE)

@@ -1,5 +1,5 @@
 """What a run measures on its fixed held-out images at the end: the objective's loss (and, for
-the supervised objective, the accuracy). Reconstruction snapshots are a picture, drawn by the
+the supervised objective, the accuracy). Reconstruction pictures are drawn by the
 hook the caller passes (:class:`workbench.training.TrainHooks`)."""
 from __future__ import annotations
 
@@ -30,7 +30,15 @@ def final_evaluation(model: torch.nn.Module, cfg: TrainConfig, imgs: torch.Tenso
     """The last record's held-out numbers: ``heldout_loss`` (the masked loss at the model's
     ratio; for the supervised objective the cross-entropy, and ``heldout_accuracy``). Without
     held-out images (``heldout`` False: training images stood in) the loss is logged as
-    ``train_images_loss`` and the accuracy as ``train_images_accuracy``."""
+    ``train_images_loss`` and the accuracy as ``train_images_accuracy``. Fine-tuning's are
+    ``eval_top1``, ``eval_top5`` (more than 5 classes) and ``eval_loss`` (``train_images_top1``,
+    ... without held-out images)."""
+    if cfg.objective == "finetune":
+        from .finetune import topk_evaluation
+
+        record = topk_evaluation(model, imgs, labels)
+        return record if heldout else {k.replace("eval_", "train_images_"): v
+                                       for k, v in record.items()}
     if cfg.objective == "supervised":
         record = heldout_classification(model, imgs, labels, cfg.label_smoothing)
     else:

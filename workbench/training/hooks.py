@@ -2,9 +2,9 @@
 
 The loop trains and writes; it does not know what a feature monitor or a reconstruction picture
 is. :class:`TrainHooks` brings them in: ``workbench.experiments.pretraining`` wires the standard
-ones (the kNN / linear-probe monitor of ``probes.monitor``, the snapshot picture of
+ones (the kNN / linear-probe monitor of ``probes.monitor``, the reconstruction picture of
 ``probes.reconstruction``), and :func:`workbench.training.run_training` without hooks trains the
-same weights and writes everything else (no ``knn_acc`` / ``probe_acc``, no snapshot PNGs).
+same weights and writes everything else (no ``knn_acc`` / ``probe_acc``, no pictures).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Measure = Callable[["torch.nn.Module"], "dict[str, float]"]
 # (resolved settings, model settings) -> a Measure, or None when the run's data cannot serve
 MonitorFactory = Callable[["TrainConfig", "ModelConfig"], Optional[Measure]]
 # (model, images [n, 3, S, S], seed) -> a PIL image of the reconstructions
-SnapshotPicture = Callable[["torch.nn.Module", "torch.Tensor", int], Any]
+DrawPicture = Callable[["torch.nn.Module", "torch.Tensor", int], Any]
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ class TrainHooks:
       steps and at the last step, and adds the numbers to that step's metric record. Other ranks
       do not wait for it. It must draw nothing from the global random generators (a run's weights
       are the same with it or without it).
-    * ``snapshot`` draws the picture saved as ``snapshots/step_NNNNNN.png`` every
-      ``snapshot_every`` steps and at the last one (rank 0).
+    * ``picture`` draws the picture saved as ``pictures/step_NNNNNN.png`` every
+      ``picture_every`` steps and at the last one (rank 0).
 
     Both read a masked autoencoder: a supervised run (``objective="supervised"``) calls neither.
     """
 
     monitor: MonitorFactory | None = None
-    snapshot: SnapshotPicture | None = None
+    picture: DrawPicture | None = None
 
 
 NO_HOOKS = TrainHooks()

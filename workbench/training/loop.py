@@ -1,6 +1,6 @@
 """The training loop: ``run_training(cfg, hooks)``, for a single process or torchrun DDP, read
-top to bottom. What a run measures besides its loss (the feature monitor, the snapshot picture)
-comes in through ``hooks`` (:class:`TrainHooks`); ``workbench.train(cfg)`` is this loop with the
+top to bottom. What a run measures besides its loss (the feature monitor, the reconstruction
+picture) comes in through ``hooks`` (:class:`TrainHooks`); ``workbench.train(cfg)`` is this loop with the
 standard ones (``workbench.experiments.pretraining``).
 
 Determinism: every random choice of a step -- which images, their crops and flips, their masks --
@@ -41,7 +41,8 @@ from ..core.sizes import check_training_fits
 from .distributed import (Dist, StopRequest, ignore_sigint, pick_device, setup_distributed,
                           wants_cuda)
 from .evaluation import final_evaluation
-from .hooks import NO_HOOKS, Measure, SnapshotPicture, TrainHooks
+from .finetune import StepTargets, draw_seed, finetune_data, note_subset
+from .hooks import NO_HOOKS, DrawPicture, Measure, TrainHooks
 from ..core.seeds import preserved_rng
 from .run_dir import RunOutputs, check_room, claim_run_dir, resume
 from .settings import (TrainConfig, TrainResult, build_model_config, check_mask_count,
@@ -53,7 +54,7 @@ from .supervised import class_count
 @dataclass
 class RunData:
     """This rank's share of every global batch (a pure function of seed and step) and the fixed
-    held-out images of snapshots and the final held-out measurement."""
+    held-out images of pictures and the final held-out measurement."""
 
     num_items: int
     order: StepBatches
@@ -62,13 +63,18 @@ class RunData:
     fixed_labels: torch.Tensor  # [n]
     fixed_heldout: bool = True  # False: a small folder without held-out files lent training images
     labelled: bool = False  # the supervised objective: micro-batches carry class labels
+    seeded: bool = False  # fine-tuning: ... and the seed of their mixup and drop-path draws
 
     def micro_batches(self, step: int, accum: int) -> Iterator[tuple[torch.Tensor, object]]:
         """(images, mask seeds) of each micro-batch of optimizer step ``step`` -- (images, class
         labels) for the supervised objective -- loaded lazily."""
         for micro in range(accum):
             imgs, labels = next(self.batches)  # [b, 3, S, S], b = batch / (ranks * accum)
-            yield imgs, labels if self.labelled else self.order.mask_seeds(step, micro)
+            if self.seeded:
+                seed = draw_seed(self.order.seed, step, micro, self.order.rank)
+                yield imgs, StepTargets(labels, seed)
+            else:
+                yield imgs, labels if self.labelled else self.order.mask_seeds(step, micro)
 
 
 @dataclass
@@ -94,7 +100,7 @@ class LogWindow:
 
 def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     """Train (or resume) a model as ``cfg`` says, measuring what ``hooks`` bring (none: no
-    ``knn_acc`` / ``probe_acc``, no snapshots, the same weights); rank 0 writes ``cfg.out``."""
+    ``knn_acc`` / ``probe_acc``, no pictures, the same weights); rank 0 writes ``cfg.out``."""
     cfg, hooks = resolve(cfg), hooks or NO_HOOKS
     mcfg = build_model_config(cfg)
     dd = setup_distributed("cuda" if wants_cuda(cfg.device) else "cpu")
@@ -128,6 +134,8 @@ def open_dataset(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist):
         print(f"[train] data: {data.report()}", flush=True)
     if cfg.objective == "supervised":
         class_count(data, cfg.data)  # a classifier needs two classes
+    if cfg.objective == "finetune":  # two classes, the head's count, the label fraction's subset
+        data = finetune_data(data, cfg, dd.world, dd.main)
     if dd.main and len(data) < cfg.batch_size:
         warnings.warn(f"the data ({cfg.data}) has {len(data)} training images, fewer than one "
                       f"batch ({cfg.batch_size}): every batch repeats images")
@@ -145,11 +153,11 @@ def load_data(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, device: torch.devic
     try:
         (fixed, labels), heldout = fixed_batch(cfg.data, mcfg.img_size, n, "heldout", 0), True
     except ValueError as e:  # e.g. a small folder without held-out files
-        warnings.warn(f"{e}: snapshots and the final loss use training images instead (the loss "
+        warnings.warn(f"{e}: pictures and the final loss use training images instead (the loss "
                       f"is logged as train_images_loss, not heldout_loss)")
         (fixed, labels), heldout = fixed_batch(cfg.data, mcfg.img_size, n, "train", 0), False
     return RunData(len(data), order, iter(loader), fixed, labels, heldout,
-                   labelled=cfg.objective == "supervised")
+                   labelled=cfg.objective != "mim", seeded=cfg.objective == "finetune")
 
 
 @contextlib.contextmanager
@@ -165,16 +173,23 @@ def removed_on_failure(root: Path, dd: Dist) -> Iterator[None]:
         raise
 
 
-def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStack,
-        hooks: TrainHooks) -> TrainResult:
-    """Set up (device, data, directory, model, resume), then step until ``stop``."""
+def checked_device(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist) -> tuple[torch.device, str]:
+    """This rank's device and precision, after the checks that need them: the batch splits over
+    the ranks, enough patches stay visible, and the run fits the device's memory."""
     device = pick_device(cfg.device, dd.local_rank)
     precision = pick_precision(cfg.precision, device)
     check_batch_split(cfg, dd)
     check_mask_count(mcfg, cfg.preset)
     check_training_fits(mcfg, cfg.batch_size, dd.world, cfg.accum_steps, device, precision)
+    return device, precision
+
+
+def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStack,
+        hooks: TrainHooks) -> TrainResult:
+    """Set up (device, data, directory, model, resume), then step until ``stop``."""
+    device, precision = checked_device(cfg, mcfg, dd)
     dataset = open_dataset(cfg, mcfg, dd)
-    classes = len(dataset.classes) if cfg.objective == "supervised" else None
+    classes = None if cfg.objective == "mim" else cfg.num_classes or len(dataset.classes)
     files = run_files(cfg.out)
     with removed_on_failure(files.root, dd):
         claim_run_dir(files, cfg, dd, device, held)
@@ -190,9 +205,11 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
     outputs = RunOutputs(files, dd, state.step if saved is not None else None)
     held.callback(outputs.close)
     outputs.open(cfg, mcfg, state.step)
+    note_subset(files.root, dataset, cfg, dd.main)  # fine-tuning on a share of the labels
     measure, draw = measurements(cfg, mcfg, dd, hooks)
     if saved is None:
         record_start(outputs, state, measure)
+    kept = outputs.start_snapshots(cfg, state, new_run=saved is None)  # steps still to keep
     bar = progress_bar(cfg, mcfg, dd, stop, state.step)
     lines = dd.main and cfg.progress and bar is None  # not a terminal: a line per log step
     stopper = StopRequest().install()  # SIGINT / SIGTERM: finish the step, checkpoint, return
@@ -208,17 +225,19 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
             bar.update(1)
         knn_due = measure is not None and (state.step % cfg.knn_every == 0
                                            or state.step == cfg.steps)  # not at a stop_after
-        log_due = state.step % cfg.log_every == 0 or state.step == stop or knn_due
+        eval_due = state.step == stop or bool(cfg.eval_every and state.step % cfg.eval_every == 0)
+        log_due = state.step % cfg.log_every == 0 or eval_due or knn_due
         interrupted = stopper.agreed(dd, device) and state.step < stop  # the same on every rank
         save_due = (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or state.step == stop \
             or interrupted
-        snapshot_due = draw is not None and (state.step % cfg.snapshot_every == 0
-                                             or state.step == stop)
-        if log_due or save_due or snapshot_due:  # before anything is written: a finite loss
+        picture_due = draw is not None and (state.step % cfg.picture_every == 0
+                                            or state.step == stop)
+        snapshot_due = state.step in kept
+        if log_due or save_due or picture_due or snapshot_due:  # before any write: a finite loss
             raise_if_diverged(state, outputs)
         if log_due:
             record = step_record(state, cfg, lr, window, data, measure if knn_due else None,
-                                 last=state.step == stop)
+                                 heldout=eval_due)
             outputs.log(record)
             if bar is not None:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
@@ -229,7 +248,9 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
         if save_due:
             outputs.save(state, cfg, data.num_items, record)
         if snapshot_due:
-            outputs.snapshot(state, draw, data.fixed[:4], cfg.seed)
+            outputs.snapshot(state)
+        if picture_due:
+            outputs.picture(state, draw, data.fixed[:4], cfg.seed)
         if interrupted:
             break
     if bar is not None:
@@ -242,15 +263,15 @@ def run(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, held: contextlib.ExitStac
 
 
 def measurements(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, hooks: TrainHooks
-                 ) -> tuple[Measure | None, SnapshotPicture | None]:
-    """(the monitor's measure, the snapshot picture) this run takes from ``hooks``, each None
-    when off: the monitor on rank 0 only (the others do not wait for it) and when ``knn_every``
-    is set, snapshots when ``snapshot_every`` is; a supervised run takes neither (both read an
-    autoencoder)."""
+                 ) -> tuple[Measure | None, DrawPicture | None]:
+    """(the monitor's measure, the reconstruction picture) this run takes from ``hooks``, each
+    None when off: the monitor on rank 0 only (the others do not wait for it) and when
+    ``knn_every`` is set, pictures when ``picture_every`` is; a supervised run takes neither
+    (both read an autoencoder)."""
     if cfg.objective != "mim":
         return None, None
     measure = hooks.monitor(cfg, mcfg) if hooks.monitor and cfg.knn_every and dd.main else None
-    return measure, hooks.snapshot if cfg.snapshot_every else None
+    return measure, hooks.picture if cfg.picture_every else None
 
 
 def raise_if_diverged(state: TrainState, outputs: RunOutputs) -> None:
@@ -273,7 +294,8 @@ def result_of(record: dict, step: int, wall_s: float, files, interrupted: str | 
                        out=str(files.root), checkpoint=str(files.checkpoint),
                        interrupted=interrupted,
                        train_images_loss=record.get("train_images_loss"),
-                       heldout_accuracy=record.get("heldout_accuracy"))
+                       heldout_accuracy=record.get("heldout_accuracy"),
+                       eval_top1=record.get("eval_top1"), eval_top5=record.get("eval_top5"))
 
 
 def finished_result(files, cfg: TrainConfig, saved: dict, step: int, stop: int,
@@ -294,13 +316,14 @@ def finished_result(files, cfg: TrainConfig, saved: dict, step: int, stop: int,
 
 
 def step_record(state: TrainState, cfg: TrainConfig, lr: float, window: LogWindow,
-                data: RunData, measure: Measure | None, last: bool) -> dict:
+                data: RunData, measure: Measure | None, heldout: bool) -> dict:
     """The metric record of a log step: :func:`log_record` of the ``window``, the monitor's
-    reading when ``measure`` is given, and at the ``last`` step the held-out measurement."""
+    reading when ``measure`` is given, and with ``heldout`` (the last step, and every
+    ``eval_every`` steps) the held-out measurement."""
     record = log_record(state, cfg, lr, *window.close(), data.num_items)
     if measure is not None:
         record.update(measure(state.raw))
-    if last and cfg.eval_images:
+    if heldout and cfg.eval_images:
         n = cfg.eval_images
         record.update(final_evaluation(state.raw, cfg, data.fixed[:n], data.fixed_labels[:n],
                                        data.fixed_heldout))
@@ -342,11 +365,19 @@ def fusion_record(state: TrainState) -> dict:
 
 
 def progress_bar(cfg: TrainConfig, mcfg: ModelConfig, dd: Dist, stop: int, step: int):
-    """A tqdm bar on rank 0 when stderr is a terminal, else None."""
-    if not (dd.main and cfg.progress and sys.stderr.isatty()):
+    """A tqdm bar on rank 0 when stderr is a terminal (a text bar) or the run is in a notebook
+    kernel (a widget bar, tqdm.auto), else None (a line per log step instead)."""
+    if not (dd.main and cfg.progress and (sys.stderr.isatty() or in_notebook())):
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     return tqdm(total=stop, initial=step, desc=f"{mcfg.kind}-{cfg.preset}", dynamic_ncols=True)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm.auto draws a widget)."""
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return type(ip).__name__ == "ZMQInteractiveShell"
 
 
 def log_line(record: dict, stop: int, elapsed: float, steps_done: int) -> str:
@@ -355,6 +386,7 @@ def log_line(record: dict, stop: int, elapsed: float, steps_done: int) -> str:
     left = elapsed / steps_done * (stop - record["step"]) if steps_done else float("nan")
     knn = f"  kNN {record['knn_acc']:.3f}" if "knn_acc" in record else ""
     knn += f"  probe {record['probe_acc']:.3f}" if "probe_acc" in record else ""
+    knn += f"  top-1 {record['eval_top1']:.3f}" if "eval_top1" in record else ""
     return (f"[train] step {record['step']}/{stop}  loss {record['loss']:.4f}  "
             f"lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s{knn}  ETA {duration(left)}")
 
@@ -377,6 +409,9 @@ def final_message(r: TrainResult, cfg: TrainConfig, mcfg: ModelConfig, stop: int
            f"loss {r.loss:.4f}")
     if r.heldout_loss is not None:
         msg += f", held-out loss {r.heldout_loss:.4f}"
+    if r.eval_top1 is not None:
+        msg += f", held-out top-1 {r.eval_top1:.3f}"
+        msg += f", top-5 {r.eval_top5:.3f}" if r.eval_top5 is not None else ""
     if r.train_images_loss is not None:
         msg += f", loss on {cfg.eval_images} training images {r.train_images_loss:.4f} (no held-out images)"
     return msg + f", {r.wall_s:.1f} s; checkpoint {r.checkpoint}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from ..core.io import (OutputError, RunFiles, append_record, atomic_save, atomic
                   remove_stale_temps, run_files)
 from .distributed import Dist, check_on_main
 from .evaluation import finite_weights
-from .hooks import SnapshotPicture
+from .hooks import DrawPicture
 from ..core.seeds import rng_state, set_rng_state
-from .settings import IF_ANY, TrainConfig
+from ..core.sizes import human_bytes
+from .settings import IF_ANY, TrainConfig, snapshot_schedule
 from .step import TrainingDiverged, TrainState
 
 
@@ -42,7 +44,8 @@ def claim_run_dir(files: RunFiles, cfg: TrainConfig, dd: Dist, device: torch.dev
         if files.checkpoint.exists() and not cfg.resume:
             raise FileExistsError(f"{files.root} holds a run ({describe_run(files)}): pass "
                                   f"--resume to continue it, or choose another --out")
-        stale = remove_stale_temps(files.root) + remove_stale_temps(files.snapshots)
+        stale = [*remove_stale_temps(files.root), *remove_stale_temps(files.pictures),
+                 *remove_stale_temps(files.snapshots)]
         if stale:
             print(f"[train] removed {len(stale)} temporary file(s) of a write that was cut short "
                   f"(e.g. {stale[0].name}); the files they would have replaced are intact",
@@ -131,9 +134,10 @@ def differences(saved: dict, requested: dict) -> str:
 
 
 class RunOutputs:
-    """Everything a run writes: ``config.json``, metric records (+ TensorBoard), checkpoints and
-    snapshots. Only rank 0 writes; on other ranks every method does nothing. A failed write
-    raises :class:`OutputError` naming the step and the last good checkpoint, left intact."""
+    """Everything a run writes: ``config.json``, metric records (+ TensorBoard), checkpoints,
+    weight snapshots and pictures. Only rank 0 writes; on other ranks every method does nothing.
+    A failed write raises :class:`OutputError` naming the step and the last good checkpoint,
+    left intact."""
 
     def __init__(self, files: RunFiles, dd: Dist, last_checkpoint: int | None):
         self.files, self.main = files, dd.main
@@ -152,6 +156,7 @@ class RunOutputs:
         kept = [r for r in read_metrics(self.files.metrics) if int(r.get("step", 0)) <= step] \
             if step else []
         atomic_write_text(self.files.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        self.drop_snapshots_after(step)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.files.tensorboard),
@@ -199,17 +204,56 @@ class RunOutputs:
         except OSError as e:
             raise self.failed(f"the initial weights {self.files.init}", state.step, e) from e
 
-    def snapshot(self, state: TrainState, draw: SnapshotPicture, imgs: torch.Tensor,
-                 seed: int) -> None:
-        """``snapshots/step_NNNNNN.png``: the picture ``draw`` makes of the model on ``imgs``."""
+    def picture(self, state: TrainState, draw: DrawPicture, imgs: torch.Tensor,
+                seed: int) -> None:
+        """``pictures/step_NNNNNN.png``: the picture ``draw`` makes of the model on ``imgs``."""
         if not self.main:
             return
-        path = self.files.snapshot(state.step)
+        path = self.files.picture(state.step)
         try:
             picture = draw(state.raw, imgs, seed)
             atomic_write(path, lambda f: picture.save(f, format="PNG"))
         except OSError as e:
-            raise self.failed(f"the snapshot {path}", state.step, e) from e
+            raise self.failed(f"the picture {path}", state.step, e) from e
+
+    def snapshot(self, state: TrainState) -> None:
+        """``snapshots/step_NNNNNN.safetensors``: the weights now (encoder and decoder, no
+        optimizer state; ``save_weights``, atomic), for ``probes.over_training``."""
+        if not self.main:
+            return
+        path = self.files.snapshot(state.step)
+        try:
+            save_weights(state.raw, path, step=state.step)
+        except OSError as e:
+            raise self.failed(f"the weight snapshot {path}", state.step, e) from e
+
+    def start_snapshots(self, cfg: TrainConfig, state: TrainState, new_run: bool) -> set[int]:
+        """The snapshot steps still to come (a new run writes step 0 now), and on rank 0 their
+        count and cost: '[train] snapshots: 10 steps (0, 1, 2, ..., 300), 1.2 MiB each, ...'."""
+        planned = snapshot_schedule(cfg)
+        if not planned:
+            return set()
+        took = ""
+        if new_run and planned[0] == 0:
+            started = time.perf_counter()
+            self.snapshot(state)
+            took = f", {1e3 * (time.perf_counter() - started):.0f} ms to write"
+        if self.main:
+            size = sum(t.numel() * t.element_size() for t in state.raw.state_dict().values())
+            shown = ", ".join(map(str, planned)) if len(planned) <= 8 else \
+                f"{', '.join(map(str, planned[:4]))}, ..., {planned[-1]}"
+            print(f"[train] snapshots: {len(planned)} steps ({shown}), {human_bytes(size)} each"
+                  f"{took}, {human_bytes(size * len(planned))} in all, in "
+                  f"{self.files.snapshots}", flush=True)
+        return {s for s in planned if s > state.step}
+
+    def drop_snapshots_after(self, step: int) -> None:
+        """A resumed run keeps the snapshots up to its checkpoint; later ones (a run killed past
+        its last checkpoint) are written again from the same weights, so none is stale."""
+        if self.main:
+            for at, path in self.files.snapshot_series().items():
+                if at > step:
+                    path.unlink(missing_ok=True)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.main:

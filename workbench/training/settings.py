@@ -13,8 +13,10 @@ IF_ANY = "if-any"  # TrainConfig.resume: continue a checkpoint when the run dire
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"  # the device setting's forms
 # what a run's step minimises: "mim" masked image modelling (the model's own reconstruction loss,
 # MAE / MFF-MAE pretraining); "supervised" cross-entropy on the data's class labels, an MFF encoder
-# with a linear head on its fused tokens (MFF's supervised comparison, training/supervised.py)
-OBJECTIVES = ("mim", "supervised")
+# with a linear head on its fused tokens (MFF's supervised comparison, training/supervised.py);
+# "finetune" a pretrained encoder as a timm ViT classifier, MAE's recipe (training/finetune.py)
+OBJECTIVES = ("mim", "supervised", "finetune")
+GLOBAL_POOLS = ("avg", "token")  # fine-tuning's head input: mean patch token + fc_norm | cls token
 
 # Defaults per preset for the fields left as None. tiny: a few minutes on a 2-core CPU.
 PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -32,6 +34,20 @@ LEARNING_REGIME: dict[str, Any] = dict(data="shapes", steps=600)
 # The papers' recipe, the defaults of every preset without its own (vit-s/b/l/h): batch 4096,
 # base lr 1.5e-4, 800 ImageNet epochs (~250k steps); the kNN monitor off unless asked for.
 PAPER_RECIPE: dict[str, Any] = dict(steps=250_000, batch_size=4096, base_lr=1.5e-4, knn_every=0)
+# Fine-tuning (objective "finetune"): the None fields' defaults per preset, else MAE's ViT-B recipe
+# (main_finetune.py / its README: batch 1024, blr 5e-4, 100 ImageNet epochs ~ 125k steps).
+FINETUNE_PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    # 60 steps: ~1 min on 2 cores; the shipped tiny MAE on the shapes -> 28.5 % top-1 (chance 12.5)
+    "tiny": dict(steps=60, batch_size=64, base_lr=1e-2, knn_every=0),
+    "gpu-small": dict(steps=2000, batch_size=256, base_lr=1e-3, knn_every=0),
+}
+FINETUNE_PAPER_RECIPE: dict[str, Any] = dict(steps=125_000, batch_size=1024, base_lr=5e-4,
+                                             knn_every=0)
+# ... and the fields whose pretraining default differs from the fine-tuning recipe, which the
+# finetune command (workbench.experiments.finetune.finetune_config) starts from: AdamW's default
+# betas, min lr 1e-6, no reconstruction pictures, 512 held-out images for top-1 / top-5
+FINETUNE_RECIPE: dict[str, Any] = dict(betas=(0.9, 0.999), min_lr=1e-6, picture_every=0,
+                                       eval_images=512, ckpt_every=0)
 
 
 @dataclass
@@ -40,7 +56,18 @@ class TrainConfig:
 
     kind: str = "mff"  # the model kind: "mae" | "mff" (workbench.core.config.MODEL_KINDS)
     objective: str = "mim"  # "mim" | "supervised" (OBJECTIVES; supervised: kind "mff" only)
-    label_smoothing: float = 0.1  # the supervised objective's cross-entropy
+    label_smoothing: float = 0.1  # the supervised and fine-tuning objectives' cross-entropy
+    # fine-tuning (objective "finetune"; MAE main_finetune.py's defaults; training/finetune.py)
+    pretrained: str | None = None  # the checkpoint fine-tuned (any layout load_checkpoint reads)
+    num_classes: int | None = None  # the head's outputs (None: the data's classes)
+    global_pool: str = "avg"  # "avg": mean patch token + fc_norm (official) | "token": cls token
+    layer_decay: float = 0.75  # lr x decay^(depth + 1 - layer id); ViT-B recipes use 0.65
+    drop_path: float = 0.1  # stochastic depth, linear over the blocks up to this rate
+    mixup: float = 0.8  # mixup alpha (0: off)
+    cutmix: float = 1.0  # cutmix alpha (0: off)
+    tune_blocks: int | str = "all"  # train the last k blocks (+ norm / fc_norm, head); 0: head
+    label_fraction: float = 1.0  # a class-balanced, seeded share of the labelled images
+    eval_every: int = 0  # held-out top-1 / top-5 every N steps (0: at the last step only)
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ModelConfig field
     data: str = "builtin"  # "builtin" photos, "shapes", or an image folder
@@ -66,7 +93,10 @@ class TrainConfig:
     resume: bool | str = False
     ckpt_every: int = 200  # steps; 0: only at the end
     log_every: int = 10
-    snapshot_every: int = 200  # reconstruction PNGs; 0: off
+    picture_every: int = 200  # reconstruction PNGs (pictures/step_NNNNNN.png); 0: off
+    # the weights kept over training (snapshots/step_NNNNNN.safetensors, for probes.over_training):
+    # None: none; "log": step 0, then 1, 2, 5 per decade and the last step; or a list of steps
+    snapshot_steps: str | list[int] | None = None
     eval_images: int = 64  # held-out images for the final held-out loss
     num_workers: int = 0  # DataLoader workers (0: load in the training process)
     threads: int | None = None  # CPU threads for torch (None: torch's default, all cores)
@@ -94,10 +124,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """The inverse of :meth:`to_dict`; unknown keys are ignored (files of older versions,
-        which called ``kind`` ``model``, are read too)."""
+        which called ``kind`` ``model`` and ``picture_every`` ``snapshot_every``, are read
+        too)."""
         d = dict(d)
         if "kind" not in d and isinstance(d.get("model"), str):
             d["kind"] = d["model"]
+        if "picture_every" not in d and "snapshot_every" in d:  # the PNGs' older name
+            d["picture_every"] = d["snapshot_every"]
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         if "betas" in d:
@@ -118,6 +151,8 @@ class TrainResult:
     # the final loss on training images, when the data has no held-out images (heldout_loss None)
     train_images_loss: float | None = None
     heldout_accuracy: float | None = None  # the supervised objective's, on the held-out images
+    eval_top1: float | None = None  # the fine-tuning objective's, on the held-out images
+    eval_top5: float | None = None  # ... when there are more than 5 classes
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,15 +160,18 @@ class TrainResult:
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill the ``None`` defaults from the preset and check every setting."""
-    defaults = PRESET_TRAIN_DEFAULTS.get(cfg.preset, PAPER_RECIPE)
+    if cfg.objective == "finetune":
+        defaults = FINETUNE_PRESET_DEFAULTS.get(cfg.preset, FINETUNE_PAPER_RECIPE)
+    else:
+        defaults = PRESET_TRAIN_DEFAULTS.get(cfg.preset, PAPER_RECIPE)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
                                       if getattr(cfg, k) is None})
     cfg.betas = tuple(cfg.betas)
     for name in ("steps", "batch_size", "accum_steps", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
-    for name in ("ckpt_every", "snapshot_every", "num_workers", "eval_images", "threads",
-                 "knn_every"):
+    for name in ("ckpt_every", "picture_every", "num_workers", "eval_images", "threads",
+                 "knn_every", "eval_every"):
         v = getattr(cfg, name)
         if name == "threads" and v is None:
             continue
@@ -158,7 +196,36 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     check_objective(cfg)
+    snapshot_schedule(cfg)  # a bad snapshot_steps: an error naming it
     return cfg
+
+
+SNAPSHOT_MANTISSAS = (1, 2, 5)  # snapshot_steps="log": three steps a decade
+
+
+def snapshot_schedule(cfg: TrainConfig) -> list[int]:
+    """The steps whose weights a run keeps (``snapshot_steps``), sorted: [] when off; "log" is
+    step 0 (the initialisation, every probe's control), 1, 2, 5, 10, 20, 50, ... below
+    ``steps``, and ``steps``; a list is taken as given (step 0 added), each in [0, steps].
+    Computed from the spec, never stored: a run resumed with more steps extends its series."""
+    spec, steps = cfg.snapshot_steps, cfg.steps
+    if spec is None or spec == "none" or (isinstance(spec, (list, tuple)) and not spec):
+        return []
+    if cfg.objective != "mim":
+        raise ValueError(f"snapshot_steps keeps a masked autoencoder's weights (objective "
+                         f"'mim'); objective {cfg.objective!r} trains another model")
+    if spec == "log":
+        found, decade = {0, steps}, 1
+        while decade < steps:
+            found.update(m * decade for m in SNAPSHOT_MANTISSAS if m * decade < steps)
+            decade *= 10
+        return sorted(found)
+    if isinstance(spec, (list, tuple)) and all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= steps for s in spec):
+        return sorted({0, *spec})
+    raise ValueError(f"snapshot_steps must be 'log', a list of steps in [0, steps={steps}] or "
+                     f"None (off), got {spec!r}: e.g. --set snapshot_steps=log or --set "
+                     f"snapshot_steps=[0,100,300]")
 
 
 def check_objective(cfg: TrainConfig) -> None:
@@ -171,6 +238,34 @@ def check_objective(cfg: TrainConfig) -> None:
     v = cfg.label_smoothing
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
         raise ValueError(f"label_smoothing must be a number in [0, 1), got {v!r}")
+    if cfg.objective == "finetune":
+        check_finetune(cfg)
+
+
+def check_finetune(cfg: TrainConfig) -> None:
+    """The fine-tuning settings' ranges (the encoder's depth bounds ``tune_blocks`` later)."""
+    if not cfg.pretrained:
+        raise ValueError("the finetune objective needs a pretrained checkpoint (pretrained=PATH)")
+    if cfg.global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {cfg.global_pool!r}")
+    for name in ("layer_decay", "label_fraction", "drop_path", "mixup", "cutmix"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not RANGES[name][0](v):
+            raise ValueError(f"{name} must be a number {RANGES[name][1]}, got {v!r}")
+    k = cfg.tune_blocks
+    if k != "all" and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise ValueError(f"tune_blocks must be 'all' or a number of blocks >= 0, got {k!r}")
+    n = cfg.num_classes
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        raise ValueError(f"num_classes must be an integer >= 2 (or None: the data's), got {n!r}")
+
+
+# the fine-tuning numbers' ranges: (test, as said in an error)
+RANGES = {"layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1: no decay)"),
+          "label_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+          "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"),
+          "mixup": (lambda v: v >= 0, ">= 0 (0: off)"),
+          "cutmix": (lambda v: v >= 0, ">= 0 (0: off)")}
 
 
 def check_mask_count(mcfg: ModelConfig, preset: str) -> None:

@@ -11,14 +11,15 @@ The step never waits for the device: the loss stays a device tensor, and a non-f
 recorded on the device (:meth:`TrainState.note_divergence`) and turns that update and every later
 one into a no-op (fused AdamW's ``found_inf``). The loop asks :meth:`TrainState.raise_if_diverged`
 -- one host synchronisation -- only where it writes something (log lines, checkpoints,
-snapshots), so on a GPU the host queues the next step while the device finishes this one.
+pictures, weight snapshots), so on a GPU the host queues the next step while the device finishes
+this one.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,10 @@ from ..core.seeds import seed_everything
 from .schedule import lr_at, param_groups, peak_lr
 from .settings import TrainConfig
 from .supervised import FusionClassifier, supervised_loss
+
+if TYPE_CHECKING:
+    from ..checkpoints.classifier import Classifier
+    from .finetune import FinetuneLoss
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,7 +56,7 @@ def pick_precision(precision: str, device: torch.device) -> str:
 class TrainState:
     """What one optimizer step reads and changes."""
 
-    raw: MaskedAutoencoder | FusionClassifier  # the module itself: weights, checkpoints, probes
+    raw: MaskedAutoencoder | FusionClassifier | Classifier  # the module itself: weights, probes
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -62,6 +67,7 @@ class TrainState:
     world: int = 1  # ranks
     objective: str = "mim"  # TrainConfig.objective: what micro_loss computes
     label_smoothing: float = 0.0  # the supervised objective's
+    finetune_loss: FinetuneLoss | None = None  # the fine-tuning objective's (mixup, soft targets)
     step: int = 0  # optimizer steps done
     model: nn.Module | None = None  # what the step calls: ``raw``, compiled and/or DDP-wrapped
     # on the device, so the step need not wait for it: the first step whose loss was not finite
@@ -107,8 +113,10 @@ class TrainState:
 
     @property
     def lr(self) -> float:
-        """The learning rate the next step uses."""
-        return self.optimizer.param_groups[0]["lr"]
+        """The learning rate the next step uses (the schedule's: fine-tuning's layer-decay
+        groups each take ``lr_scale`` times it)."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
 
     def state_dict(self) -> dict:
         """Optimizer, schedule and scaler state, as a checkpoint stores them."""
@@ -135,25 +143,46 @@ def build_train_state(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device,
     (enabled for fp16). ``cfg`` must be resolved (:func:`workbench.training.resolve`). Seeds the
     global generators."""
     seed_everything(cfg.seed)
+    if cfg.objective != "mim" and num_classes is None:
+        raise ValueError(f"the {cfg.objective} objective needs the data's number of classes")
+    finetune_loss = None
     if cfg.objective == "supervised":
-        if num_classes is None:
-            raise ValueError("the supervised objective needs the data's number of classes")
         model = FusionClassifier(mcfg, num_classes).to(device)
+    elif cfg.objective == "finetune":  # the pretrained encoder as a timm ViT, a fresh head
+        from .finetune import FinetuneLoss, build_classifier
+
+        model = build_classifier(cfg, num_classes).to(device)
+        finetune_loss = FinetuneLoss(cfg, num_classes)
     else:
         model = model_from_config(mcfg).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr(cfg),
-                            betas=cfg.betas, fused=True)
+    opt = torch.optim.AdamW(optimizer_groups(model, cfg), lr=peak_lr(cfg), betas=cfg.betas,
+                            fused=True)
+    # every group's lr is its initial one (fine-tuning: peak x lr_scale) times the schedule's
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / peak_lr(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return TrainState(model, opt, sched, scaler, device, precision, cfg.accum_steps,
-                      cfg.clip_grad, objective=cfg.objective, label_smoothing=cfg.label_smoothing)
+                      cfg.clip_grad, objective=cfg.objective, label_smoothing=cfg.label_smoothing,
+                      finetune_loss=finetune_loss)
+
+
+def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: :func:`param_groups`, or for fine-tuning timm's layer-decay
+    groups (:func:`workbench.training.finetune.layer_decay_groups`)."""
+    if cfg.objective == "finetune":
+        from .finetune import layer_decay_groups
+
+        return layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay, peak_lr(cfg))
+    return param_groups(model, cfg.weight_decay)
 
 
 def micro_loss(state: TrainState, imgs: torch.Tensor, targets: Sequence[int] | torch.Tensor
                ) -> torch.Tensor:
     """The objective's loss of one micro-batch ``imgs`` (on the device): ``targets`` are the
     samples' mask seeds for masked image modelling (each sample's mask drawn from its own seed),
-    their class labels for the supervised objective."""
+    their class labels for the supervised objective, labels and the micro-batch's draw seed
+    (:class:`workbench.training.finetune.StepTargets`) for fine-tuning."""
+    if state.objective == "finetune":
+        return state.finetune_loss(state.model, imgs, targets, state.autocast)
     if state.objective == "supervised":
         labels = torch.as_tensor(targets).to(state.device, non_blocking=True)
         with state.autocast():
