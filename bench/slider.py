@@ -1,4 +1,5 @@
-"""Interactive latency of the mask-ratio slider: ``ReconstructionExplorer`` updates.
+"""Interactive latency of the mask-ratio slider: ``ReconstructionExplorer`` updates; and of the
+training-step slider of ``DynamicsExplorer`` (the training-dynamics notebook's app).
 
 One update = what the slider's callback does when the value changes: reconstruct the current
 image with every model (seeded mask, eval, no grad), compose the panels, encode the PNG and set
@@ -10,6 +11,12 @@ JupyterLab).
 Budgets: tiny on a CPU ≤ 100 ms, vit-l on a GPU ≤ 300 ms. There is no peer, so ``ratio`` is
 budget ÷ median latency (higher is better, ≥ 1 meets the budget) for the notebook's own setup:
 the tiny MAE and MFF-MAE side by side on the CPU.
+
+The step slider: the tiny MAE and MFF-MAE trained 10 steps with ``snapshot_steps=log`` (5
+snapshots each), the app built once to measure and cache its probes, then again from the cache
+(what a second opening of the notebook costs), and a drag of its step slider over every step: one
+move reconstructs with that step's models and swaps the probes' picture drawn at the start. Same
+budget: 100 ms on the CPU.
 
     python bench/slider.py            # CPU tiny; + vit-l when CUDA is available
 """
@@ -139,6 +146,34 @@ def cpu_section(updates: int) -> dict:
     return dict(explorer=rows, reconstruct_only=probe, update_parts_ms=parts)
 
 
+def step_slider_section(repeats: int = 6) -> dict:
+    """The training-step slider of the dynamics explorer over two tiny 10-step runs."""
+    import tempfile
+    from pathlib import Path
+
+    from workbench import TrainConfig, train
+    from workbench.widgets import DynamicsExplorer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for label, kind in (("MAE", "mae"), ("MFF-MAE", "mff")):
+            runs[label] = Path(tmp) / kind
+            train(TrainConfig(kind=kind, preset="tiny", steps=10, batch_size=16, data="shapes",
+                              snapshot_steps="log", out=str(runs[label]), progress=False,
+                              knn_every=0, picture_every=0, ckpt_every=0, eval_images=16))
+        imgs, _ = heldout_batch(32, 4, seed=0)
+        t = time.perf_counter()
+        DynamicsExplorer(runs, imgs)  # measures every probe at every snapshot, draws the panels
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        app = DynamicsExplorer(runs, imgs)  # from probe_cache/
+        cached_s = time.perf_counter() - t
+        timing = app.latency(repeats=repeats)
+    return dict(setup="tiny MAE + MFF-MAE, 5 snapshots each", device="cpu",
+                budget_ms=CPU_BUDGET_MS, first_build_s=round(first_s, 2),
+                cached_build_s=round(cached_s, 2), **timing)
+
+
 def gpu_section(updates: int, preset: str = "vit-l") -> dict:
     """vit-l (fp32 weights, eval) on the GPU; the images come back to the CPU for the PNG."""
     dev = torch.device("cuda")
@@ -185,6 +220,11 @@ def main() -> None:
     res["ratio"] = CPU_BUDGET_MS / main_row["median_ms"]
     res["cpu_median_ms"], res["cpu_p95_ms"] = main_row["median_ms"], main_row["p95_ms"]
     res["goal_cpu_ms"] = CPU_BUDGET_MS
+    res["step_slider"] = step = step_slider_section()
+    print(table([step], [("setup", "step slider (DynamicsExplorer)"), ("updates", "updates"),
+                         ("median_ms", "median ms"), ("max_ms", "max ms"),
+                         ("first_build_s", "first build s"), ("cached_build_s", "cached build s"),
+                         ("budget_ms", "budget ms")]))
     if torch.cuda.is_available() and not args.no_gpu:
         try:
             res["gpu"] = gpu_section(args.updates)

@@ -9,7 +9,12 @@ masked-patch count must change), the fusion-weights plotly figure is hovered (a 
 appear), and the gallery ``index.html`` (a caption under each figure set) and ``findings.html``
 written from those folders with analysis/make_figures.py's own writers are opened and checked.
 After Run All the explorer's slider must read the notebook's MASK_RATIO again (the last cell's
-latency check moves it and puts it back). Screenshots go to test-output/browser/.
+latency check moves it and puts it back). In a notebook written here (TEST_NOTEBOOKS) a PNG is
+uploaded to the reconstruction explorer through its file chooser (the originals shown must be that
+PNG, and the explorer must say so), its "save PNG" button must write the picture shown, byte for
+byte, under a name of its settings into the folder given, and the attention explorer must be at
+most 650 px wide, its picture at its own size with the colour key (dark to bright, 0 to the
+largest weight) under it. Screenshots go to test-output/browser/.
 
     make test-browser          # installs the `browser` extra (playwright) if missing
 
@@ -19,9 +24,12 @@ your own checkpoints (their folders are the run dirs) instead of the tiny ones t
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -31,7 +39,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
@@ -47,6 +57,20 @@ SMALL = dict(img_size=32, patch_size=4, embed_dim=32, depth=3, num_heads=2,
 # tiny settings, as in tests/test_notebooks.py (parameters a notebook does not declare are harmless)
 NOTEBOOK_PARAMS = {"reconstruction": {"N_IMAGES": 3, "MASK_RATIO": 0.75, "HIGH_RATIOS": [0.9]},
                    "fusion_weights": {"SUPERVISED_STEPS": 3, "SUPERVISED_BATCH": 16}}
+# notebooks the tests write (their cells; the parameters above are injected before them): the
+# explorers of issue 33 on the tiny checkpoints, saving into SAVED under OUTPUT_DIR
+SAVED = "saved"
+TEST_NOTEBOOKS = {"widgets": [
+    "from pathlib import Path\n"
+    "from workbench.checkpoints import load_models\n"
+    "from workbench.data import fixed_batch\n"
+    "from workbench.widgets import AttentionExplorer, ReconstructionExplorer\n"
+    "models = load_models({'MAE': MAE_CHECKPOINT, 'MFF-MAE': MFF_CHECKPOINT})\n"
+    "imgs, _ = fixed_batch('builtin', models['MAE'].cfg.img_size, 3, 'heldout', 0)",
+    "explorer = ReconstructionExplorer(models, imgs, mask_ratio=0.75,\n"
+    f"                                  save_folder=Path(OUTPUT_DIR) / {SAVED!r})\n"
+    "explorer",
+    "AttentionExplorer(models, imgs)"]}
 KERNEL_START_S = 120  # a kernel on a loaded 2-core machine can take 30+ s
 RUN_ALL_S = 240
 RENDERERS = {"application/vnd.jupyter.widget-view+json": ".jupyter-widgets",
@@ -169,19 +193,28 @@ class Lab:
     def prepare(self, name: str) -> Path:
         """Copy notebooks/<name>.ipynb into <root>/<name>/, outputs cleared, with papermill's
         injected-parameters cell after the tagged `parameters` cell."""
+        import nbformat
         from papermill.iorw import load_notebook_node, write_ipynb
         from papermill.parameterize import parameterize_notebook
 
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        nb = load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb"))
+        if name in TEST_NOTEBOOKS:  # written here: the parameters go in before its first cell
+            nb = nbformat.v4.new_notebook(
+                cells=[nbformat.v4.new_code_cell(src, metadata={"tags": []})
+                       for src in TEST_NOTEBOOKS[name]],
+                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                         "language": "python"},
+                          "language_info": {"name": "python"}, "papermill": {}})
+        else:
+            nb = load_notebook_node(str(NOTEBOOKS / f"{name}.ipynb"))
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         ck = self.checkpoints
         params = {"MAE_CHECKPOINT": str(ck["mae"]), "MFF_CHECKPOINT": str(ck["mff"]),
                   "MAE_RUN_DIR": str(ck["mae"].parent), "MFF_RUN_DIR": str(ck["mff"].parent),
-                  "OUTPUT_DIR": str(folder), **NOTEBOOK_PARAMS[name]}
+                  "OUTPUT_DIR": str(folder), **NOTEBOOK_PARAMS.get(name, {})}
         nb = parameterize_notebook(nb, params, kernel_name="python3", language="python")
         write_ipynb(nb, str(folder / f"{name}.ipynb"))
         self.records[name] = {"name": name, "notebook": f"{name}.ipynb", "parameters": params,
@@ -476,3 +509,150 @@ def test_gallery_renders(lab, browser):
     assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("img[src='forest.png']").count() == 1
     page.close()
+
+
+# ----------------------------------------------------------------------------- explorers
+# issue 33's widget points (uploads, "save PNG", the attention explorer's width and colour key),
+# in the notebook written here (TEST_NOTEBOOKS["widgets"])
+UPLOAD_RGB = (30, 190, 90)  # a green no built-in image is filled with
+
+
+def _app(page, panel: str, text: str):
+    """The outermost widget box of the output that shows ``text``."""
+    app = page.locator(f"#{panel} .jp-OutputArea-output").filter(has_text=text) \
+        .locator(".widget-vbox").first
+    app.scroll_into_view_if_needed()
+    return app
+
+
+def _shown(img) -> tuple[bytes, tuple[int, int]]:
+    """The bytes of the picture an <img> shows (fetched from its src, a blob URL) and its
+    natural size."""
+    got = img.evaluate("""async i => {
+        const bytes = new Uint8Array(await (await fetch(i.src)).arrayBuffer());
+        let s = '';
+        for (const b of bytes) s += String.fromCharCode(b);
+        return {b64: btoa(s), size: [i.naturalWidth, i.naturalHeight]};
+    }""")
+    return base64.b64decode(got["b64"]), tuple(got["size"])
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
+def _wait_idle(page, panel: str) -> None:
+    page.wait_for_function(
+        """id => { const w = Array.from(window.jupyterapp.shell.widgets('main'))
+            .find(w => w.id === id); return w.sessionContext.session.kernel.status === 'idle'; }""",
+        arg=panel, timeout=60_000)
+
+
+def test_reconstruction_explorer_shows_an_uploaded_image(lab, browser, tmp_path):
+    page, panel = lab.run(browser, "widgets")
+    explorer = _app(page, panel, "patches masked")
+    img = explorer.locator("img").first
+    status = explorer.locator(".widget-html", has_text="patches masked")
+    before, before_src = _shown(img)[0], img.get_attribute("src")
+    before_status = status.inner_text()
+    upload = tmp_path / "green.png"
+    Image.new("RGB", (40, 48), UPLOAD_RGB).save(upload)  # not square: resized and cropped
+
+    # the upload button opens a file chooser (its <input type=file> is not in the page)
+    button = explorer.locator(".widget-upload, .jupyter-widget-upload")
+    with page.expect_file_chooser() as chooser:
+        button.click()
+    assert chooser.value.is_multiple()
+    chooser.value.set_files(str(upload))
+    source = explorer.locator(".widget-html", has_text="uploaded:")
+    source.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("([i, old]) => i.src !== old && i.complete && i.naturalWidth > 0",
+                           arg=[img.element_handle(), before_src], timeout=60_000)
+    _wait_idle(page, panel)
+    after, (width, height) = _shown(img)
+    explorer.screenshot(path=str(SHOTS / "reconstruction-widget-upload.png"))
+
+    assert re.fullmatch(r"uploaded: 1 image\(s\) \(green\.png\) at \d+ px",
+                        source.inner_text().strip()), source.inner_text()
+    assert button.inner_text().strip() == "your images (1)"
+    assert explorer.locator(".widget-hslider", has_text="image") \
+        .locator(".widget-readout").inner_text().strip() == "0"
+    assert after != before and status.inner_text() != before_status
+    # two rows (MAE, MFF-MAE) of four panels: width 4p + 3g, height 2p + g
+    gap = width - 2 * height
+    side = (height - gap) // 2
+    assert gap > 0 and 4 * side + 3 * gap == width, (width, height)
+    pixels = _pixels(after)
+    for top in (0, side + gap):  # each row's original: the upload, as the probes see it
+        original = pixels[top:top + side, :side]
+        assert np.abs(original - UPLOAD_RGB).max() <= 3, (top, original.reshape(-1, 3)[:3])
+    assert np.abs(_pixels(before)[:side, :side] - UPLOAD_RGB).max() > 3
+    assert not notebook_problems(page, panel, settle_s=0)
+
+
+def test_save_png_writes_the_shown_picture(lab, browser):
+    page, panel = lab.run(browser, "widgets")
+    explorer = _app(page, panel, "patches masked")
+    status = explorer.locator(".widget-html", has_text="patches masked")
+    seed = explorer.locator(".widget-text", has_text="seed").locator("input")
+    old_status, old_text = status.inner_text(), status.evaluate("s => s.textContent")
+    seed.fill("7")  # a setting of its own, so the name is not the defaults'
+    seed.press("Enter")
+    page.wait_for_function("([s, old]) => s.textContent !== old",
+                           arg=[status.element_handle(), old_text], timeout=60_000)
+    _wait_idle(page, panel)
+    assert status.inner_text() != old_status
+    ratio = explorer.locator(".widget-hslider", has_text="mask ratio") \
+        .locator(".widget-readout").inner_text().strip()
+    strategy = explorer.locator(".widget-dropdown select") \
+        .evaluate("s => s.options[s.selectedIndex].textContent").strip()
+    index = explorer.locator(".widget-hslider", has_text="image") \
+        .locator(".widget-readout").inner_text().strip()
+    name = f"reconstruction-ratio{ratio}-{strategy}-image{index}-seed7.png"
+    path = lab.root / "widgets" / SAVED / name  # the folder given, not the notebook's
+    assert not path.exists()
+
+    explorer.get_by_role("button", name="save PNG").click()
+    note = explorer.locator(".widget-html", has_text="saved ")
+    note.wait_for(state="visible", timeout=30_000)
+    shown, size = _shown(explorer.locator("img").first)
+
+    assert note.inner_text().strip() == f"saved {path}"
+    assert path.read_bytes() == shown  # the picture as it is shown, byte for byte
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.size == size
+        saved.verify()
+    assert size[0] > 100 and size[1] > 100
+
+
+def test_attention_explorer_is_narrow_with_a_colour_key(lab, browser):
+    page, panel = lab.run(browser, "widgets")
+    app = _app(page, panel, "query row")
+    app.screenshot(path=str(SHOTS / "attention-widget.png"))
+    box = app.bounding_box()
+    # what it draws, including anything spilling out of the box
+    right = app.evaluate("a => Math.max(...[a, ...a.querySelectorAll('*')].map("
+                         "e => e.getBoundingClientRect().right))")
+    assert 300 < box["width"] <= 650 and right - box["x"] <= 650, (box, right)
+
+    picture, key = app.locator("img").nth(0), app.locator("img").nth(1)
+    key.wait_for(state="visible")
+    pic_box, key_box = picture.bounding_box(), key.bounding_box()
+    _, (side, _) = _shown(picture)  # the picture at its own size, not stretched to the output
+    assert pic_box["width"] == pytest.approx(side, abs=1), (pic_box, side)
+    assert key_box["y"] >= pic_box["y"] + pic_box["height"] - 1  # under the picture
+    assert abs(key_box["width"] - pic_box["width"]) <= 1 and 4 <= key_box["height"] <= 40
+    # dark at 0 (left), bright at the largest weight (right), getting brighter all the way
+    bar, _ = _shown(key)
+    brightness = _pixels(bar).mean(axis=(0, 2))
+    assert brightness[0] < 40 and brightness[-1] > 200, brightness[[0, -1]]
+    assert np.all(np.diff(brightness) >= -1)
+    labels = app.locator(".widget-html", has_text="attention weight")
+    assert labels.is_visible()
+    low, name, high = [s.strip() for s in labels.locator("span").all_inner_texts()]
+    largest = re.search(r"largest weight (\d\.\d+)",
+                        app.locator(".widget-html", has_text="largest weight").inner_text())
+    assert (low, name) == ("0", "attention weight") and largest and high == largest.group(1)
+    labels_box = labels.bounding_box()
+    assert labels_box["y"] >= key_box["y"] + key_box["height"] - 1

@@ -9,6 +9,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import papermill as pm
 import pytest
 import torch
@@ -16,7 +17,7 @@ from importlib import metadata
 import yaml
 
 from workbench.experiments import findings
-from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory
+from workbench.probes import FrequencyResponse, FusionHistory, KnnHistory, over_training
 from workbench import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,14 +30,16 @@ SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2,
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny checkpoints: MAE, MFF-MAE and a pixel-target MAE (norm_pix_loss off), as the batch's."""
+    """Tiny checkpoints: MAE, MFF-MAE and a pixel-target MAE (norm_pix_loss off), as the batch's;
+    with weight snapshots at steps 0, 6 and 12 (the training-dynamics notebook's runs)."""
     base = tmp_path_factory.mktemp("runs")
     out = {}
     for name, kind, overrides in (("mae", "mae", {}), ("mff", "mff", {}),
                                   ("pixels", "mae", {"norm_pix_loss": False})):
         res = train(TrainConfig(kind=kind, preset="tiny", model_overrides={**SMALL, **overrides},
                                 steps=12, batch_size=16, log_every=2, out=str(base / name),
-                                ckpt_every=0, picture_every=0, eval_images=16, progress=False))
+                                ckpt_every=0, picture_every=0, eval_images=16, progress=False,
+                                snapshot_steps=[0, 6, 12]))
         out[name] = Path(res.checkpoint)
     return out
 
@@ -60,7 +63,12 @@ TINY = {
     "representations.ipynb": {"N_PROBE": 48, "N_CKA": 16, "N_ATTENTION": 4},
     "mask_ratio_sweep.ipynb": {"RATIOS": [0.5, 0.75], "SWEEP_STEPS": 3, "BATCH_SIZE": 8,
                                "N_PROBE": 32},
+    "finetune.ipynb": {"TUNE_BLOCKS": [0, 1, "all"], "LABEL_FRACTIONS": [0.01, 1.0],
+                       "FT_STEPS": 2, "BATCH_SIZE": 8, "EVAL_IMAGES": 16},
     "00_quickstart.ipynb": {"STEPS": 3, "BATCH_SIZE": 8},
+    "training_dynamics.ipynb": {"N_IMAGES": 2, "PROBES": {
+        "reconstruction_loss": {"images": 8}, "frequency": {"images": 8}, "fusion": {},
+        "linear_probe": {"train": 32, "test": 32}}},
 }
 EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
     "reconstruction.ipynb": ["reconstruction_r75.png", "reconstruction_r90.svg", "slider_latency.json",
@@ -76,7 +84,11 @@ EXPECTED = {  # files each notebook must leave in OUTPUT_DIR
     "representations.ipynb": ["layer_probes.png", "layer_probes.json", "cka.png", "attention.svg",
                               "attention.json", "knn_history.png", "claims.json"],
     "mask_ratio_sweep.ipynb": ["mask_ratio_sweep.png", "claims.json"],
+    "finetune.ipynb": ["finetune_series.png", "finetune_series.json", "claims.json"],
     "00_quickstart.ipynb": ["quickstart_reconstruction.png", "quickstart_fusion_weights.png"],
+    "training_dynamics.ipynb": ["over_training_reconstruction_loss.png", "over_training_fusion.json",
+                                "over_training_linear_probe.svg", "changes.md", "changes.json",
+                                "dynamics-step0-reconstruction.png", "dynamics-step12-probes.png"],
 }
 
 
@@ -116,6 +128,12 @@ def expected_claims(notebook: str, out: Path) -> list[dict] | None:
         # the control was measured, and 3-step runs probed on 32 images cannot be judged
         assert sweep.init_correct is not None and "needs 2048" in sweep.untestable_reason()
         return [findings.not_testable(claim, sweep.untestable_reason()).to_dict()]
+    if notebook == "finetune.ipynb":
+        from workbench.experiments.finetune import FinetuneSeries, series_claims
+
+        series = FinetuneSeries.from_dict(saved("finetune_series.json"))
+        assert series.n_test == 16 and series.labelled["kall-f0.01"] == 80  # 10 per class
+        return [c.to_dict() for c in series_claims(series)]
     if notebook == "representations.ipynb":
         h = {n: KnnHistory(**d) for n, d in saved("knn_history.json").items()}
         return [findings.mff_converges_faster(h["MAE"], h["MFF-MAE"]).to_dict()]
@@ -194,8 +212,13 @@ def test_notebook_runs_headless(notebook, runs, tmp_path):
         # the sweep trains its own short runs: keep them as small as the fixtures
         nb = json.loads((NOTEBOOKS / notebook).read_text())
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+    if notebook == "finetune.ipynb":  # its fine-tuning runs: in the test's folder
+        extra = {"RUNS_DIR": str(tmp_path / "finetune")}
     if notebook == "00_quickstart.ipynb":
         extra = {"RUN_DIR": str(tmp_path / "quick")}
+    if notebook == "training_dynamics.ipynb":
+        extra = {"MAE_DYNAMICS_RUN": str(runs["mae"].parent),
+                 "MFF_DYNAMICS_RUN": str(runs["mff"].parent)}
     params = {**common(runs, tmp_path / "out"), **TINY[notebook], **extra}
     pm.execute_notebook(str(NOTEBOOKS / notebook), str(tmp_path / notebook), parameters=params,
                         cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
@@ -220,6 +243,18 @@ def test_notebook_runs_headless(notebook, runs, tmp_path):
             assert t["ci"][0] <= t["estimate"] <= t["ci"][1]
         for s in surfaces.values():  # a 3 x 3 grid whose centre is the loss at the weights
             assert s["losses"][1][1] == pytest.approx(s["base_loss"], rel=1e-6)
+    if notebook == "training_dynamics.ipynb":  # the runs' own numbers at each step, and changes
+        loss = json.loads((tmp_path / "out" / "over_training_reconstruction_loss.json").read_text())
+        assert sorted(loss) == ["MAE", "MFF-MAE"]  # fusion: MFF-MAE alone
+        assert list(json.loads((tmp_path / "out" / "over_training_fusion.json").read_text())) \
+            == ["MFF-MAE"]
+        direct = over_training(runs["mff"].parent, "reconstruction_loss", images=8)
+        assert loss["MFF-MAE"][0]["steps"] == direct.steps == [0, 6, 12]
+        assert np.asarray(loss["MFF-MAE"][0]["values"]) == pytest.approx(direct.values)
+        rows = json.loads((tmp_path / "out" / "changes.json").read_text())
+        row = next(r for r in rows if r["probe"] == "reconstruction_loss" and r["model"] == "MFF-MAE")
+        assert row["change"] == pytest.approx(direct.values[-1, 0] - direct.values[0, 0])
+        assert row["ci"] is None and row["seeds"] == 1  # one seed: no interval
     if notebook == "reconstruction.ipynb":  # Run All ends with the slider where the notebook put it
         nb = json.loads((tmp_path / notebook).read_text())
         assert json.loads((tmp_path / "out" / "slider_latency.json").read_text())["updates"] == 20
@@ -248,7 +283,8 @@ def test_batch_reuses_finished_runs_and_still_runs_every_notebook(runs, tmp_path
     """A second `make figures` finds its tiny runs trained with the same request: it trains
     nothing, and the notebooks that wait for those runs start at once."""
     folder = tmp_path / "runs"
-    for name, run in make_figures.TINY_RUNS.items():
+    for name in make_figures.GALLERY_RUNS:
+        run = make_figures.TINY_RUNS[name]
         shutil.copytree(runs[name].parent, folder / run.folder)
         (folder / run.folder / "figures-request.json").write_text(
             json.dumps(make_figures.request_record(run, None, [])))
@@ -337,6 +373,11 @@ def test_batch_plans_three_tiny_runs_the_pixel_one_shorter():
     assert make_figures.train_request(runs["pixels"], None, ["--seed", "1"]) == \
         ["train", "--model", "mae", *tiny, "--steps", "100", "--seed", "1",
          "--set", "norm_pix_loss=false"]
+    for name in ("mae", "mff"):  # the dynamics runs: the same command, snapshots, a third of it
+        assert make_figures.train_request(runs[f"{name}_dynamics"], None, []) == \
+            make_figures.train_request(runs[name], None, []) + [
+                "--set", "snapshot_steps=log", "--set", "knn_every=0", "--set", "stop_after=200"]
+    assert make_figures.train_request(runs["mae_dynamics"], 4, [])[-2:] == ["--set", "stop_after=1"]
     assert make_figures.run_steps(runs["pixels"], 60) == 10
     assert make_figures.run_steps(runs["pixels"], 2) == 1
     ckpt, cmd = make_figures.plan_run("pixels", Path("/r"), None, [])

@@ -132,6 +132,7 @@ def test_a_resumed_run_keeps_the_snapshot_series_exactly(tmp_path, capsys):
     train(small_cfg(tmp_path / "straight", **kw))
     assert "snapshots: 5 steps (0, 1, 3, 4, 6)" in capsys.readouterr().out
     train(small_cfg(tmp_path / "resumed", stop_after=3, **kw))
+    assert "snapshots: 3 steps (0, 1, 3) (to the stop at step 3)" in capsys.readouterr().out
     files = run_files(tmp_path / "resumed")
     assert list(files.snapshot_series()) == [0, 1, 3]
     files.snapshot(4).write_bytes(b"left by a run killed past its checkpoint")

@@ -98,6 +98,10 @@ PARAMETER_COUNTS = (
     ("TOP_K", lambda k: f"top {k} eigenvalues per minibatch"),
     ("TRACE_SAMPLES", lambda n: _count(n, "Hutchinson probes")),
     ("DENSITY_PROBES", lambda n: _count(n, "Lanczos probes")),
+    ("TUNE_BLOCKS", lambda ks: f"the last {', '.join(map(str, ks))} blocks tuned"),
+    ("LABEL_FRACTIONS", lambda fs: "label shares " + ", ".join(f"{100 * f:g} %" for f in fs)),
+    ("FT_STEPS", lambda n: f"{n} fine-tuning steps per run"),
+    ("EVAL_IMAGES", lambda n: f"{n} held-out images"),
 )
 
 

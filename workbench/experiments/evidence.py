@@ -6,8 +6,9 @@
 
 The plan is a set of jobs -- pretrain MAE and MFF-MAE per seed, the supervised fusion comparison
 per seed, a short MAE run per (mask ratio, seed), then per seed the frequency, linear-probe and
-Hessian measurements on the finished runs -- run ``--jobs`` at a time with the cores split
-between them. Each job writes ``OUT/jobs/<job>.json`` when it finishes (atomically) and training
+Hessian measurements, the fine-tuning series and the training dynamics (the gallery's probes at
+every weight snapshot) on the finished runs -- run ``--jobs`` at a time
+with the cores split between them. Each job writes ``OUT/jobs/<job>.json`` when it finishes (atomically) and training
 runs checkpoint as they go, so running the command again resumes: finished jobs are skipped and a
 killed training run continues from its checkpoint. A line is printed as each job ends, and at the
 end ``OUT/claims.json``, ``OUT/findings.md`` and ``OUT/forest.png`` are written through
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from workbench.experiments.evidence_jobs import execute
 from workbench.experiments.evidence_plan import (PROFILES, Job, Profile, load_results,  # noqa: F401
-                                                 plan, result_path)
+                                                 missing_results, plan, result_path)
 from workbench.experiments.evidence_report import (append_appendix, add_wall_seconds,
                                                    evidence_claims, wall_seconds, write_report)
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rebuild_report(out: Path, p: Profile, jobs: list[Job]) -> int:
     """``--report-only``: the report from ``OUT/jobs/*.json`` alone (no training, no probe)."""
-    missing = [j.name for j in jobs if not result_path(out, j).exists()]
+    missing = missing_results(out, jobs)  # the later stages' may be missing: "not run"
     if missing:
         print(f"[evidence] error: {out / 'jobs'} lacks {len(missing)} of {len(jobs)} job results "
               f"(e.g. {missing[0]}.json): --report-only rebuilds from finished jobs only; run "
@@ -86,5 +87,5 @@ def rebuild_report(out: Path, p: Profile, jobs: list[Job]) -> int:
     seconds = wall_seconds(out) if (out / "wall_seconds.json").exists() else None
     write_report(out, p, evidence_claims(p, results), seconds)
     append_appendix(out, p, results)
-    print(f"[evidence] report rebuilt from {len(jobs)} job results: {out / 'findings.md'}")
+    print(f"[evidence] report rebuilt from {len(results)} job results: {out / 'findings.md'}")
     return 0

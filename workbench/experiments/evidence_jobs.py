@@ -132,6 +132,34 @@ def do_measure(job: Job, p: Profile, out: Path) -> dict:
             "curves": {k: training_curves(r) for k, r in runs.items()}}
 
 
+def do_finetune(job: Job, p: Profile, out: Path) -> dict:
+    """The fine-tuning series (``experiments.finetune.finetune_series``: the last k blocks on
+    every label, every block on each label share) of the seed's finished MAE and MFF-MAE runs,
+    fine-tuned with the seed, every run scored on the probe's held-out images."""
+    from workbench.experiments.finetune import finetune_series
+
+    runs = {"MAE": run_path(out, "mae", job.seed), "MFF-MAE": run_path(out, "mff", job.seed)}
+    series = finetune_series(runs, p.finetune_blocks, p.finetune_fractions, data=p.probe_data,
+                             eval_images=p.probe_test, seed=job.seed,
+                             runs_dir=out / "runs" / "finetune", steps=p.finetune_steps,
+                             batch_size=p.finetune_batch, device=p.device,
+                             **dict(p.finetune_settings))
+    return series.to_dict()
+
+
+def do_dynamics(job: Job, p: Profile, out: Path) -> dict:
+    """The seed's MAE and MFF-MAE measured at every weight snapshot of their pretraining by the
+    gallery's probes (``experiments.dynamics``): {probe: {model: OverTraining as a dict}}."""
+    from workbench.experiments.dynamics import GALLERY_PROBES, dynamics_series
+
+    probes = GALLERY_PROBES if p.dynamics_images is None else {
+        probe: {k: p.dynamics_images if k in ("images", "train", "test") else v
+                for k, v in settings.items()} for probe, settings in GALLERY_PROBES.items()}
+    runs = {"MAE": run_path(out, "mae", job.seed), "MFF-MAE": run_path(out, "mff", job.seed)}
+    return {probe: {model: seeds[0].to_dict() for model, seeds in by_model.items()}
+            for probe, by_model in dynamics_series(runs, probes).items()}
+
+
 def training_curves(run: Path) -> list[dict]:
     """The run's logged loss, held-out loss and monitor readings per step (from
     ``metrics.jsonl``), so that the report's learning curves rebuild from the job files."""
@@ -142,7 +170,8 @@ def training_curves(run: Path) -> list[dict]:
 
 
 STAGES = {"pretrain": do_pretrain, "supervised": do_supervised, "sweep": do_sweep,
-          "hessian": do_hessian, "measure": do_measure}
+          "hessian": do_hessian, "measure": do_measure, "finetune": do_finetune,
+          "dynamics": do_dynamics}
 
 
 def _worker_init(threads: int) -> None:

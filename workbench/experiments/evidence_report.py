@@ -51,16 +51,38 @@ def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
     ] + ([findings.mff_converges_faster(*([KnnHistory(**m["knn"][k]) for m in measured]
                                           for k in ("mae", "mff")))]
          if all("knn" in m for m in measured) else [])  # measured before the kNN monitor: none
+    tuned = finetune_claims(p, results)
     failed = learning_failures(p, results)
     if failed["models"]:
         why = ("runs that do not pass the learning criterion: " + ", ".join(failed["models"]))
-        models = [c if c.claim.startswith("with a supervised objective") else
-                  findings.not_testable(c, why) for c in models]
+
+        def mark(claims: list) -> list:  # the supervised run's own claim needs no pretraining
+            return [c if c.claim.startswith("with a supervised objective") else
+                    findings.not_testable(c, why) for c in claims]
+
+        models, tuned = mark(models), mark(tuned)
     ratio = findings.high_mask_ratio_best(list(p.sweep_ratios), sweep)
     if failed["sweep"]:
         ratio = findings.not_testable(ratio, "sweep runs that do not pass the learning "
                                              "criterion: " + ", ".join(failed["sweep"]))
-    return [*models[:-1], ratio, models[-1]] if len(models) > 8 else [*models, ratio]
+    ordered = [*models[:-1], ratio, models[-1]] if len(models) > 8 else [*models, ratio]
+    return ordered + tuned
+
+
+def finetune_claims(p: Profile, results: dict[str, dict]) -> list:
+    """The fine-tuning series' claims over the seeds (``experiments.finetune.series_claims``), or,
+    when a seed's fine-tuning job has no result (a report of jobs older than that stage), the
+    same claims "not testable", with no numbers."""
+    from workbench.experiments import findings
+    from workbench.experiments.finetune import FinetuneSeries, series_claims
+
+    names = [Job("finetune", s).name for s in p.seeds]
+    if all(n in results for n in names):
+        return series_claims([FinetuneSeries.from_dict(results[n]["result"]) for n in names])
+    why = (f"not run: no result for {', '.join(n for n in names if n not in results)} (these "
+           f"job files predate the fine-tuning stage; run the profile to add it)")
+    return [findings.not_measured(findings.partial_ft_text("MAE"), why),
+            findings.not_measured(findings.FEW_SHOT_TEXT, why)]
 
 
 def describe(p: Profile, seconds: float | None) -> str:
@@ -78,7 +100,14 @@ def describe(p: Profile, seconds: float | None) -> str:
             f"seed (tol {p.hessian_tol:g}); supervised fusion per seed with the pretraining run's "
             f"steps, peak lr, warmup and seed (batch {p.supervised_batch}); mask-ratio sweep over "
             f"{list(p.sweep_ratios)} x seeds {list(p.sweep_seeds)}, {p.sweep_steps} steps of "
-            f"{p.sweep_batch}. With several seeds each claim is tested over the seeds (a seed's "
+            f"{p.sweep_batch}; fine-tuning series per seed (the last k of {list(p.finetune_blocks)} "
+            f"blocks on every label, every block on label shares {list(p.finetune_fractions)}; "
+            f"{p.finetune_steps or 'the preset default'} steps of "
+            f"{p.finetune_batch or 'the preset default'}, {dict(p.finetune_settings)}; scored on "
+            f"the probe's {p.probe_test} test images); training dynamics per seed (the gallery's "
+            f"probes at every log-spaced weight snapshot of the pretraining runs"
+            f"{'' if p.dynamics_images is None else f', {p.dynamics_images} images each'}). "
+            f"With several seeds each claim is tested over the seeds (a seed's "
             f"images or minibatches are averaged first).{wall} Commit {git_commit(ROOT)}.")
 
 
@@ -196,6 +225,54 @@ def controls_table(p: Profile, results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def finetune_table(p: Profile, results: dict[str, dict]) -> list[str]:
+    """Markdown rows: every seed's fine-tuning series, held-out top-1 (%) per run; [] when the
+    fine-tuning jobs have no results."""
+    from workbench.experiments.finetune import FinetuneSeries, run_name
+
+    names = [Job("finetune", s).name for s in p.seeds]
+    if not all(n in results for n in names):
+        return []
+    runs = [(k, 1.0) for k in p.finetune_blocks] + \
+        [("all", f) for f in p.finetune_fractions if f != 1.0]
+    lines = ["## Fine-tuning, seed by seed", "", "Held-out top-1 (%) on the probe's test images: "
+             "k = the last blocks tuned on every label; f = the share of the labels, every block "
+             "tuned.", "", "| seed | model | " + " | ".join(run_name(*r) for r in runs) + " |",
+             "|---|---|" + "---|" * len(runs)]
+    for s, n in zip(p.seeds, names):
+        series = FinetuneSeries.from_dict(results[n]["result"])
+        lines += [f"| {s} | {m} | " + " | ".join(_pct(series.top1(m, *r)) for r in runs) + " |"
+                  for m in series.models]
+    return lines + [""]
+
+
+def dynamics_section(out: Path, p: Profile,
+                     results: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """(Markdown lines, figure files) of the training dynamics over the seeds: each probe against
+    the step with the seeds as a band, and each headline number's change from the first
+    snapshot to the last with its 95 % t interval over the seeds; ([], []) when the dynamics
+    jobs have no results."""
+    from workbench.experiments.dynamics import change_markdown, change_table, dynamics_figures
+    from workbench.probes import OverTraining
+
+    names = [Job("dynamics", s).name for s in p.seeds]
+    if not all(n in results for n in names):
+        return [], []
+    series: dict[str, dict[str, list]] = {}
+    for n in names:
+        for probe, by_model in results[n]["result"].items():
+            for model, r in by_model.items():
+                series.setdefault(probe, {}).setdefault(model, []).append(
+                    OverTraining.from_dict(r))
+    files = [f.name for f in dynamics_figures(series, out) if f.suffix == ".png"]
+    lines = ["## Training dynamics, over the seeds", "",
+             f"Every probe at each weight snapshot of the pretraining runs (seeds {list(p.seeds)}; "
+             "figures: the mean over the seeds with their min-max band), and each number's change "
+             "from the first snapshot (the initialisation) to the last, with the 95 % t interval "
+             "of the mean change over the seeds.", "", change_markdown(change_table(series))]
+    return lines, files
+
+
 def evidence_figures(out: Path, p: Profile, results: dict[str, dict]) -> list[str]:
     """Every seed's learning curves, fusion trajectories against the supervised contrast and
     frequency curves against the initialisation, from the job results; returns the files."""
@@ -221,10 +298,13 @@ def evidence_figures(out: Path, p: Profile, results: dict[str, dict]) -> list[st
 
 
 def report_appendix(out: Path, p: Profile, results: dict[str, dict]) -> str:
-    """The report's second half: the learning criterion per run, the controls, the figures."""
+    """The report's second half: the learning criterion per run, the controls, the fine-tuning
+    series and the training dynamics (when run), the figures."""
     files = evidence_figures(out, p, results)
+    dynamics, dynamics_files = dynamics_section(out, p, results)
     lines = ["", *learning_table(p, results), "", *controls_table(p, results), "",
-             "## Figures", "", *[f"![{f}]({f})" for f in ["forest.png", *files]], ""]
+             *finetune_table(p, results), *dynamics, "## Figures", "",
+             *[f"![{f}]({f})" for f in ["forest.png", *files, *dynamics_files]], ""]
     return "\n".join(lines)
 
 

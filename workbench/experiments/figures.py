@@ -28,16 +28,18 @@ from workbench.experiments.captions import (NOTEBOOKS, PARAMS_FILE, caption_coun
                                             load_captions, load_parameter_sets,
                                             notebook_parameters)
 from workbench.experiments.gallery import write_findings, write_index  # noqa: F401
-from workbench.experiments.tiny_runs import (RUN_FORMAT, TINY_RUNS, TRAIN_COST,  # noqa: F401
-                                             TinyRun, models_note, plan_run, request_record,
-                                             run_steps, shipped_checkpoints, train_request,
-                                             train_run)
+from workbench.experiments.tiny_runs import (GALLERY_RUNS, RUN_FORMAT,  # noqa: F401
+                                             TINY_RUNS, TRAIN_COST, TinyRun, models_note,
+                                             plan_run, request_record, run_steps,
+                                             shipped_checkpoints, train_request, train_run)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURE_SUFFIXES = (".png", ".svg", ".html")
 VERSIONED = ("torch", "timm", "numpy", "matplotlib", "plotly", "papermill", "pyhessian",
              "scikit-learn", "mim-workbench")
-DEFAULT_NEEDS = tuple(TINY_RUNS)  # the runs a notebook waits for unless its entry says `needs:`
+DEFAULT_NEEDS = GALLERY_RUNS  # the runs a notebook waits for unless its entry says `needs:`
+# runs whose folder only the notebooks that need them get, as this parameter
+RUN_PARAMETERS = {"mae_dynamics": "MAE_DYNAMICS_RUN", "mff_dynamics": "MFF_DYNAMICS_RUN"}
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -168,11 +170,22 @@ def notebook_common(ckpts: dict[str, Path], sets: list[str]) -> dict:
               "MFF_RUN_DIR": str(Path(ckpts["mff"]).resolve().parent),
               "MAE_RUN_DIR": str(Path(ckpts["mae"]).resolve().parent),
               # None: no pixel-target model (external --mae/--mff without --pixels)
-              "PIXEL_CHECKPOINT": str(Path(ckpts["pixels"]).resolve()) if "pixels" in ckpts else None}
+              "PIXEL_CHECKPOINT": str(Path(ckpts["pixels"]).resolve()) if "pixels" in ckpts else None,
+              # the training-dynamics runs' folders (for the notebooks that need those runs)
+              **{key: str(Path(ckpts[run]).resolve().parent)
+                 for run, key in RUN_PARAMETERS.items() if run in ckpts}}
     for item in sets:
         key, _, value = item.partition("=")
         common[key] = yaml.safe_load(value)
     return common
+
+
+def entry_parameters(entry: dict, common: dict) -> dict:
+    """The common parameters a gallery entry's notebook gets: all but the run folders of
+    :data:`RUN_PARAMETERS` that its ``needs`` do not name."""
+    unneeded = {key for run, key in RUN_PARAMETERS.items()
+                if run not in entry.get("needs", DEFAULT_NEEDS)}
+    return {k: v for k, v in common.items() if k not in unneeded}
 
 
 def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace,
@@ -189,7 +202,8 @@ def batch_tasks(plans: dict, sets: list[dict], args: argparse.Namespace,
                                                   args.train_arg))
              for n in to_train if n in wanted]
     return tasks + [Task(e["name"], "notebook", float(e.get("cost", 1)), needs[e["name"]],
-                         (run_notebook, e, args.out, common), i) for i, e in enumerate(sets)]
+                         (run_notebook, e, args.out, entry_parameters(e, common)), i)
+                    for i, e in enumerate(sets)]
 
 
 def stage_times(times: dict[str, tuple[float, float]], trainings: dict[str, float],
@@ -258,7 +272,7 @@ def check_arguments(args: argparse.Namespace, p: argparse.ArgumentParser) -> lis
     from workbench.checkpoints import CheckpointError, read_checkpoint
 
     for flag in TINY_RUNS:
-        given = getattr(args, flag)
+        given = getattr(args, flag, None)  # the dynamics runs have no flag: always trained
         if given is not None and not given.exists():
             p.error(f"--{flag} checkpoint not found: {given}")
         if given is not None:  # truncated, half-written, not a checkpoint: say so before any work
@@ -278,7 +292,7 @@ def check_arguments(args: argparse.Namespace, p: argparse.ArgumentParser) -> lis
 def choose_checkpoints(args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
     """(given, shipped, missing): the checkpoints given on the command line, those taken from
     ``weights/`` and the tiny runs still to plan (trained here or reused from ``--runs``)."""
-    given = {k: getattr(args, k) for k in TINY_RUNS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in TINY_RUNS if getattr(args, k, None) is not None}
     missing = [k for k in TINY_RUNS if k not in given]
     # the shipped weights stand for the default request only: --train, --steps or --train-arg
     # ask for other runs, which are trained

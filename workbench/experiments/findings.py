@@ -464,6 +464,9 @@ SESOI_LINEAR_PROBE = Sesoi(0.01, "1 accuracy point, about half of MFF's +1.8 at 
                            "(Table 1)")
 SESOI_KNN = Sesoi(0.01, "1 kNN-accuracy point, as for the linear probe")
 SESOI_MASK_RATIO = Sesoi(0.01, "1 accuracy point between the high and the low mask ratios")
+SESOI_PARTIAL_FT = Sesoi(0.01, "1 top-1 point around the midpoint of head-only and full "
+                         "fine-tuning: closer than that, one block recovers about half the gap")
+SESOI_FEW_SHOT = Sesoi(0.01, "1 top-1 point of change in MFF's lead, as for the linear probe")
 
 
 def _sesoi(value: float | None, default: Sesoi) -> tuple[float | None, str]:
@@ -896,6 +899,105 @@ def _listed(values: Sequence[float], fmt: str = "+.3f") -> str:
     return "[" + ", ".join(format(v, fmt) for v in values) + f"] (mean {format(np.mean(values), fmt)})"
 
 
+@dataclass(frozen=True)
+class ClaimText:
+    """What a claim says, without numbers: the row of a claim whose measurement was not made
+    (:func:`not_measured`)."""
+
+    source: str
+    claim: str
+    effect_name: str
+    direction: str
+
+
+def not_measured(text: ClaimText, reason: str) -> Claim:
+    """The claim ``text`` as "not testable", with no numbers: its measurement was not made here
+    (e.g. a report rebuilt from job files older than the measurement)."""
+    empty = Claim(text.source, text.claim, text.effect_name, "not measured", NAN, [NAN, NAN],
+                  NAN, 0, {}, "–", "inconclusive", text.direction)
+    return not_testable(empty, reason)
+
+
+def _correct_rows(*per_seed) -> list[tuple[np.ndarray, ...]]:
+    """Per seed, the runs' per-image correctness (0/1) as float arrays of one shape (the same
+    held-out images); each input is one array or a list of them, one per seed."""
+    rows = []
+    for runs in zip(*(_seeds(x, 1) for x in per_seed), strict=True):
+        runs = tuple(np.asarray(r, dtype=float) for r in runs)
+        if len({r.shape for r in runs}) != 1:
+            raise ValueError(f"the runs must be evaluated on the same held-out images (shapes "
+                             f"{[list(r.shape) for r in runs]})")
+        rows.append(runs)
+    return rows
+
+
+def _percent(values) -> str:
+    return _listed([100 * v for v in values], ".1f") + " %"
+
+
+def partial_ft_text(name: str = "MAE") -> ClaimText:
+    return ClaimText("MAE §4.3 (Fig. 9)", f"{name}: fine-tuning the last block alone recovers "
+                     "most of the gap between head-only and full fine-tuning", "top-1 with the "
+                     "last block tuned − midpoint of head-only and full (> 0: over half the gap)",
+                     "greater")
+
+
+def partial_ft_one_block_recovers_gap(head_only, one_block, all_blocks, name: str = "MAE", *,
+                                      sesoi: float | None = SESOI_PARTIAL_FT.value) -> Claim:
+    """MAE Fig. 9 (partial fine-tuning; ViT-L: 73.5 % with the features frozen, 81.0 % with one
+    block tuned): one block recovers most of the gap between head-only (k = 0) and full
+    fine-tuning. Inputs: per-image top-1 correctness (0/1) of the three runs on the same held-out
+    images, one array per seed. Effect per image: ``one_block - (head_only + all_blocks) / 2``;
+    its mean, acc(1) − (acc(0) + acc(all)) / 2, is above 0 exactly when the share of the gap
+    recovered, (acc(1) − acc(0)) / (acc(all) − acc(0)), is above one half (the gap positive).
+    The share, a ratio of means, is in the measured text; its linear form is a mean over images
+    (one seed) or seeds, which the tests take. Without a positive gap (over the seeds) there is
+    nothing to recover: "not testable"."""
+    rows = _correct_rows(head_only, one_block, all_blocks)
+    samples = [k1 - (k0 + kall) / 2 for k0, k1, kall in rows]
+    acc = np.asarray([[r.mean() for r in runs] for runs in rows])  # [seeds, (k0, k1, all)]
+    a0, a1, a_all = acc.mean(axis=0)
+    share = (a1 - a0) / (a_all - a0) if a_all != a0 else NAN
+    value, reason = _sesoi(sesoi, SESOI_PARTIAL_FT)
+    text = partial_ft_text(name)
+    claim = make_claim(text.source, text.claim, text.effect_name,
+                       f"top-1 head only {_percent(acc[:, 0])}, last block {_percent(acc[:, 1])}, "
+                       f"all blocks {_percent(acc[:, 2])}; share of the gap recovered "
+                       f"{share:.2f}", samples, direction=text.direction, unit="images",
+                       sesoi=value, sesoi_reason=reason)
+    if not a_all > a0:
+        return not_testable(claim, f"full fine-tuning does not beat head-only here "
+                                   f"({100 * a_all:.1f} % vs {100 * a0:.1f} %): no gap to recover")
+    return claim
+
+
+FEW_SHOT_TEXT = ClaimText("MFF few-shot fine-tuning (1 % / 10 % of the labels)",
+                          "MFF-MAE's fine-tuning lead over MAE grows as labels shrink",
+                          "(MFF − MAE top-1) with few labels − with all labels", "greater")
+
+
+def mff_advantage_grows_as_labels_shrink(mae_few, mff_few, mae_all, mff_all,
+                                         fraction: float | None = None, *,
+                                         sesoi: float | None = SESOI_FEW_SHOT.value) -> Claim:
+    """MFF's few-shot table: MFF-MAE's fine-tuning lead over MAE is larger with a small share of
+    the labels (MFF: 1 % and 10 % of ImageNet's) than with all of them. Inputs: per-image top-1
+    correctness (0/1) of the four runs -- each model fine-tuned on ``fraction`` of the labels
+    (few) and on all -- on the same held-out images, one array per seed. Effect per image:
+    (MFF − MAE with few labels) − (MFF − MAE with all), a paired difference (swapping the two
+    models on an image flips its sign, so it is tested as :func:`mff_better_linear_probe`'s)."""
+    rows = _correct_rows(mae_few, mff_few, mae_all, mff_all)
+    samples = [(b_few - a_few) - (b_all - a_all) for a_few, b_few, a_all, b_all in rows]
+    acc = np.asarray([[r.mean() for r in runs] for runs in rows])  # [seeds, 4]
+    few = "few labels" if fraction is None else f"{100 * fraction:g} % of the labels"
+    value, reason = _sesoi(sesoi, SESOI_FEW_SHOT)
+    t = FEW_SHOT_TEXT
+    return make_claim(t.source, t.claim, t.effect_name,
+                      f"top-1 with {few}: MAE {_percent(acc[:, 0])}, MFF {_percent(acc[:, 1])}; "
+                      f"with all: MAE {_percent(acc[:, 2])}, MFF {_percent(acc[:, 3])}", samples,
+                      direction=t.direction, unit="images", paired=True, sesoi=value,
+                      sesoi_reason=reason)
+
+
 # ----------------------------------------------------------------------------- the report
 def _number(x: float | None) -> str:
     return "–" if _finite_or_none(x) is None else f"{x:.3g}"
@@ -970,4 +1072,6 @@ CLAIMS: dict[str, Callable[..., Claim]] = {
     f.__name__: f for f in (fusion_moves_shallow, fusion_moves_shallow_vs_supervised,
                             supervised_fusion_favors_last, shallow_layers_more_high_frequency,
                             mff_last_layer_less_high_frequency, mff_flatter_hessian,
-                            mff_better_linear_probe, mff_converges_faster, high_mask_ratio_best)}
+                            mff_better_linear_probe, mff_converges_faster, high_mask_ratio_best,
+                            partial_ft_one_block_recovers_gap,
+                            mff_advantage_grows_as_labels_shrink)}

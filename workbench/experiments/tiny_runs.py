@@ -28,8 +28,11 @@ class TinyRun:
     settings: tuple[str, ...] = ()  # its own training arguments, after the user's --train-arg
     steps_divisor: int = 1  # trains for the others' steps // steps_divisor
     shipped: str | None = None  # its key in workbench.experiments.shipped.SHIPPED_RUNS, if shipped
+    stop_divisor: int = 1  # stops (--set stop_after) at its steps // stop_divisor, same schedule
 
 
+DYNAMICS_SETTINGS = ("--seed", "0", "--set", "threads=1", "--set", "snapshot_steps=log",
+                     "--set", "knn_every=0")
 TINY_RUNS = {
     # the shipped runs' own command (seed 0, one thread): --train retrains them exactly
     "mae": TinyRun("mae", "mae-tiny", ("--seed", "0", "--set", "threads=1"), shipped="mae"),
@@ -38,7 +41,15 @@ TINY_RUNS = {
     # reconstructs with, for the reconstruction gallery. It only draws one figure and is never
     # probed, so a sixth of the others' steps (100 of the regime's 600) keeps it short.
     "pixels": TinyRun("mae", "mae-pixels-tiny", ("--set", "norm_pix_loss=false"), steps_divisor=6),
+    # the training-dynamics figures: the shipped runs' own command with weight snapshots at
+    # log-spaced steps, stopped at a third of its schedule (step 200 of 600, by when the monitor's
+    # probe has made most of its gain), so that every probe can be drawn over training
+    # (the feature monitor off: the notebook probes every snapshot; the weights do not change)
+    "mae_dynamics": TinyRun("mae", "mae-tiny-dynamics", DYNAMICS_SETTINGS, stop_divisor=3),
+    "mff_dynamics": TinyRun("mff", "mff-tiny-dynamics", DYNAMICS_SETTINGS, stop_divisor=3),
 }
+# the runs a gallery entry waits for unless it names its `needs:` (figures.yaml)
+GALLERY_RUNS = ("mae", "mff", "pixels")
 
 
 def run_steps(run: TinyRun, steps: int | None) -> int:
@@ -55,8 +66,11 @@ def train_request(run: TinyRun, steps: int | None, extra: list[str]) -> list[str
     regime (``training.settings.LEARNING_REGIME``: its data, its steps unless ``steps``)."""
     from workbench.training.settings import LEARNING_REGIME
 
+    total = run_steps(run, steps)
+    stop = (["--set", f"stop_after={max(1, total // run.stop_divisor)}"]
+            if run.stop_divisor > 1 else [])
     return ["train", "--model", run.kind, "--preset", "tiny", "--data", LEARNING_REGIME["data"],
-            "--device", "cpu", "--steps", str(run_steps(run, steps)), *extra, *run.settings]
+            "--device", "cpu", "--steps", str(total), *extra, *run.settings, *stop]
 
 
 def shipped_checkpoints(names: list[str]) -> dict[str, Path]:
@@ -151,4 +165,5 @@ def train_run(name: str, cmd: list[str], steps: int | None, extra: list[str]) ->
 
 # What a tiny training takes, in the notebooks' ``cost`` units (about a minute and a quarter of
 # one core each on the 2-core CPU): the scheduler's estimate, not a promise.
-TRAIN_COST = {"mae": 3.0, "mff": 3.0, "pixels": 1.0}
+TRAIN_COST = {"mae": 3.0, "mff": 3.0, "pixels": 1.0, "mae_dynamics": 1.2,
+              "mff_dynamics": 1.2}

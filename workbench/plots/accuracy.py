@@ -1,6 +1,6 @@
 """Accuracies and losses as bars and curves: frozen-feature probe scores with their 95 % Wilson
-intervals (``wilson_interval``, ``wilson_errors``; the representation figures use them too) and
-MAE's mask-ratio sweep."""
+intervals (``wilson_interval``, ``wilson_errors``; the representation figures use them too),
+MAE's mask-ratio sweep, and fine-tune top-1 against the blocks tuned and the share of labels."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -81,5 +81,40 @@ def mask_ratio_sweep_figure(ratios: Sequence[float], losses: Mapping[str, Sequen
             ax.axhline(100 * init_accuracy, color="0.5", ls="--", lw=1, label="at initialisation")
         ax.set_xlabel("mask ratio"), ax.set_ylabel("linear probe accuracy (%)")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def finetune_series_figure(tune_blocks: Sequence[int | str], by_blocks: Mapping[str, Sequence[float]],
+                           label_fractions: Sequence[float],
+                           by_fraction: Mapping[str, Sequence[float]], depth: int,
+                           n_test: int | None = None, n_classes: int | None = None):
+    """MAE Fig. 9 and MFF's few-shot table side by side: held-out top-1 (%) of each model
+    (colour) against the blocks fine-tuned (the last k; "all" drawn at ``depth``) and against
+    the share of labels it was fine-tuned on (log axis, every block tuned). ``by_blocks`` /
+    ``by_fraction``: {model: top-1 in [0, 1] per k / per fraction}. With ``n_test`` (held-out
+    images): 95 % Wilson intervals; with ``n_classes``: a chance line."""
+    ks = [depth if k == "all" else int(k) for k in tune_blocks]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = ((axes[0], ks, by_blocks), (axes[1], [100 * f for f in label_fractions], by_fraction))
+    for ax, x, curves in panels:
+        for name, acc in curves.items():
+            yerr = wilson_errors(acc, n_test) if n_test else None
+            ax.errorbar(x, 100 * np.asarray(acc, dtype=float), yerr=yerr, marker="o", capsize=3,
+                        label=name)
+        if n_classes:
+            ax.axhline(100 / n_classes, color="grey", ls="--", lw=1,
+                       label=f"chance {100 / n_classes:.3g} %")
+        ax.set_ylabel("held-out top-1 (%)")
+    axes[0].set_xticks(ks, [f"all ({depth})" if k == "all" else str(k) for k in tune_blocks])
+    axes[0].set_xlabel("blocks fine-tuned (the last k; 0: head only)")
+    axes[1].set_xscale("log")
+    axes[1].set_xticks([100 * f for f in label_fractions],
+                       [f"{100 * f:g} %" for f in label_fractions])
+    axes[1].minorticks_off()
+    axes[1].set_xlabel("share of the labelled training images (every block tuned)")
+    axes[0].legend(fontsize=8)
+    if n_test:
+        fig.suptitle(f"n = {n_test} held-out images; error bars: 95 % Wilson interval", fontsize=9)
     fig.tight_layout()
     return fig

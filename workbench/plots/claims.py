@@ -38,8 +38,10 @@ def forest_figure(claims: Sequence[Any], title: str | None = None):
             ax.plot([lo, hi], [0, 0], color=color, lw=2.5)
         if np.isfinite(effect):
             ax.plot([effect], [0], "o", color=color, ms=7)
-        sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items())
+        sizes = ", ".join(f"{k} {v}" for k, v in c["sizes"].items()) or "not measured"
         ax.set_yticks([])
+        if not np.isfinite(effect):  # no numbers: no scale either
+            ax.set_xticks([])
         ax.set_title(f"{c['source']}: {c['claim']}  —  {c['verdict']} ({sizes})", fontsize=8,
                      loc="left", color=color)
         ax.tick_params(axis="x", labelsize=7)

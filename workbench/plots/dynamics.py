@@ -1,4 +1,5 @@
-"""A probe over training (``probes.over_training``) against the step: log steps, seeds as bands."""
+"""A probe over training (``probes.over_training``) against the step: log steps, seeds as bands;
+and one step's probe results side by side (the training-dynamics explorer's panel)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -55,5 +56,46 @@ def over_training_figure(runs, names: Sequence[str] | None = None, title: str | 
     ax.set_ylabel(ylabel or (names[0] if len(names) == 1 else first.probe))
     ax.set_title(title or f"{first.probe} over training", fontsize=10)
     ax.legend(fontsize=7, ncol=2 if len(names) * len(groups) > 6 else 1)
+    fig.tight_layout()
+    return fig
+
+
+def snapshot_figure(step: int, results: Mapping[str, Mapping[str, dict]]):
+    """The probes' full results at one training ``step``, models side by side. ``results``:
+    {probe: {model label: that probe's result at the step}} with the probes (each optional)
+    "frequency" (Δ log amplitude per layer over frequency, one panel per model, coloured by
+    depth), "fusion" (MFF's normalised weight per fused block) and "attention_distance" (mean
+    attention distance per block, averaged over heads)."""
+    freq = dict(results.get("frequency", {}))
+    fusion = dict(results.get("fusion", {}))
+    attention = dict(results.get("attention_distance", {}))
+    n = len(freq) + bool(fusion) + bool(attention)
+    if n == 0:
+        raise ValueError("no probe results to draw at this step")
+    fig, axes = plt.subplots(1, n, figsize=(3.1 * n, 2.7), squeeze=False)
+    axes = list(axes[0])
+    for label, r in freq.items():
+        ax, curves = axes.pop(0), np.asarray(r["curves"], dtype=float)  # [L, F]
+        for row, color in zip(curves, layer_colors(len(curves))):
+            ax.plot(np.asarray(r["freqs_pi"], dtype=float), row, color=color, lw=1)
+        ax.set(title=f"{label}: Δ log amplitude", xlabel="frequency (×π)")
+    if fusion:
+        ax = axes.pop(0)
+        for g, (label, r) in enumerate(fusion.items()):
+            ax.bar(np.arange(len(r["weights"])) + 0.8 * g / len(fusion), r["weights"],
+                   width=0.8 / len(fusion), label=label)
+            ax.set_xticks(np.arange(len(r["layers"])), [str(x) for x in r["layers"]])
+        top = max(max(r["weights"]) for r in fusion.values())
+        ax.set(title="fusion weights", xlabel="fused block", ylim=(0, min(1.0, 1.5 * top)))
+    if attention:
+        ax = axes.pop(0)
+        for g, (label, r) in enumerate(attention.items()):
+            dist = np.asarray(r["distance_px"], dtype=float).mean(axis=1)  # [L] over heads
+            ax.plot(np.arange(len(dist)), dist, LINESTYLES[g % len(LINESTYLES)], marker=".",
+                    label=label)
+        ax.set(title="attention distance", xlabel="block", ylabel="pixels")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"training step {step}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -46,7 +46,7 @@ from .history import KnnHistory, NoKnnLogError, knn_history
 from .layers import LayerProbes, block_features, layer_probes
 from .learning import LearningCheck, initial_model, initial_models, learning_check
 from .dynamics import (OVER_TRAINING_PROBES, OverTraining, OverTrainingProbe, ProbeInputs,
-                       over_training, over_training_probe)
+                       SnapshotModels, over_training, over_training_probe, over_training_series)
 
 __all__ = [
     "reconstruct", "Reconstruction", "to_display", "unnormalize_patches",
@@ -66,5 +66,5 @@ __all__ = [
     "knn_history", "KnnHistory", "NoKnnLogError", "layer_probes", "LayerProbes", "block_features",
     "learning_check", "LearningCheck", "initial_model", "initial_models",
     "over_training", "OverTraining", "OVER_TRAINING_PROBES", "OverTrainingProbe",
-    "over_training_probe", "ProbeInputs",
+    "over_training_probe", "over_training_series", "ProbeInputs", "SnapshotModels",
 ]

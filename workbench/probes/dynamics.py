@@ -101,6 +101,11 @@ class OverTraining(AsDict):
     run: str
     cached: list[bool]  # [T] True: read from probe_cache/, False: measured by this call
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "OverTraining":
+        """The inverse of ``to_dict()`` (e.g. a result read back from a JSON file)."""
+        return cls(**{**d, "values": np.asarray(d["values"], dtype=np.float64)})
+
     def series(self, name: str | None = None) -> np.ndarray:
         """[T] one headline number over the steps (``name`` may be left out when there is one)."""
         if name is None and len(self.names) == 1:
@@ -149,6 +154,28 @@ def over_training(run_dir: str | os.PathLike, probe: str | Callable[..., Any], *
     return collect(spec.name, chosen, results, full, files, cached)
 
 
+def over_training_series(runs: dict[str, Any], probes: dict[str, dict], *,
+                         steps: list[int] | None = None, progress: bool = False
+                         ) -> dict[str, dict[str, list[OverTraining]]]:
+    """Several probes over several runs: {probe: {label: [OverTraining, one per run]}} of
+    every ``{probe: settings}`` of ``probes`` at the ``steps`` given (None: every snapshot) of
+    ``runs`` ({label: run folder, or a list of them: seeds}); a probe a model does not have (an
+    MAE's fusion weights) is left out for that model."""
+    from .fusion import NoFusionError
+
+    series: dict[str, dict[str, list[OverTraining]]] = {}
+    for probe, settings in probes.items():
+        for label, seeds in runs.items():
+            seeds = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+            try:
+                found = [over_training(run, probe, steps=steps, progress=progress, **settings)
+                         for run in seeds]
+            except NoFusionError:
+                continue
+            series.setdefault(probe, {})[label] = found
+    return series
+
+
 def snapshot_series(files: RunFiles) -> dict[int, Path]:
     """{step: snapshot file} of a run; a clear error for a run trained without snapshots."""
     series = files.snapshot_series()
@@ -157,6 +184,36 @@ def snapshot_series(files: RunFiles) -> dict[int, Path]:
                                 f"step_NNNNNN.safetensors): train it with --set "
                                 f"snapshot_steps=log (or a list of steps)")
     return series
+
+
+class SnapshotModels:
+    """The models of several runs at the weight-snapshot steps they share, loaded when first
+    asked for: ``models[step]`` -> {label: model} (eval mode). ``keep``: at most that many steps
+    held in memory, the least recently shown dropped first (None: every step once loaded)."""
+
+    def __init__(self, runs: dict[str, str | os.PathLike], device: str = "cpu",
+                 keep: int | None = None):
+        self.series = {label: snapshot_series(run_files(run)) for label, run in runs.items()}
+        shared = set.intersection(*(set(s) for s in self.series.values())) if runs else set()
+        if not shared:
+            raise ValueError("the runs share no snapshot step: "
+                             + "; ".join(f"{k}: {list(v)}" for k, v in self.series.items()))
+        self.steps = sorted(shared)  # [T]
+        self.device, self.keep, self.loaded = device, keep, {}
+
+    def __getitem__(self, step: int) -> dict[str, torch.nn.Module]:
+        from ..checkpoints import load_checkpoint
+
+        if step not in self.steps:
+            raise KeyError(f"no snapshot of step {step}; the runs share steps {self.steps}")
+        models = self.loaded.pop(step, None)  # re-inserted last: the most recently shown
+        if models is None:
+            models = {label: load_checkpoint(s[step], map_location=self.device).eval()
+                      for label, s in self.series.items()}
+        self.loaded[step] = models
+        while self.keep is not None and len(self.loaded) > max(1, self.keep):
+            self.loaded.pop(next(iter(self.loaded)))
+        return models
 
 
 class Measurer:

@@ -34,7 +34,7 @@ _WHERE = {
     "pick_precision": ".step", "train_step": ".step",
     "FusionClassifier": ".supervised",
     "FinetuneLoss": ".finetune", "StepTargets": ".finetune", "layer_decay_groups": ".finetune",
-    "topk_evaluation": ".finetune", "FINETUNE_RECIPE": ".settings",
+    "topk_evaluation": ".finetune", "top1_correct": ".finetune", "FINETUNE_RECIPE": ".settings",
 }
 __getattr__ = lazy_exports(__name__, _WHERE)
 __all__ = list(_WHERE)

@@ -121,6 +121,17 @@ class FinetuneLoss:
 
 
 @torch.no_grad()
+def top1_correct(model: torch.nn.Module, imgs: torch.Tensor, labels: torch.Tensor,
+                 batch_size: int = 256) -> torch.Tensor:
+    """[n] bool: whether the top-1 class of each image is its label (eval mode, mode restored);
+    its mean is :func:`topk_evaluation`'s ``eval_top1`` on the same images."""
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        return torch.cat([model(x.to(device)).argmax(dim=1).cpu() == y
+                          for x, y in zip(imgs.split(batch_size), labels.split(batch_size))])
+
+
+@torch.no_grad()
 def topk_evaluation(model: torch.nn.Module, imgs: torch.Tensor, labels: torch.Tensor,
                     batch_size: int = 256) -> dict[str, float]:
     """``eval_top1`` (and ``eval_top5`` when there are more than 5 classes) in [0, 1] and

@@ -238,12 +238,14 @@ class RunOutputs:
             started = time.perf_counter()
             self.snapshot(state)
             took = f", {1e3 * (time.perf_counter() - started):.0f} ms to write"
-        if self.main:
+        if self.main:  # the steps this invocation reaches (a stop_after ends it earlier)
+            kept = [s for s in planned if cfg.stop_after is None or s <= cfg.stop_after]
             size = sum(t.numel() * t.element_size() for t in state.raw.state_dict().values())
-            shown = ", ".join(map(str, planned)) if len(planned) <= 8 else \
-                f"{', '.join(map(str, planned[:4]))}, ..., {planned[-1]}"
-            print(f"[train] snapshots: {len(planned)} steps ({shown}), {human_bytes(size)} each"
-                  f"{took}, {human_bytes(size * len(planned))} in all, in "
+            shown = ", ".join(map(str, kept)) if len(kept) <= 8 else \
+                f"{', '.join(map(str, kept[:4]))}, ..., {kept[-1]}"
+            stop = "" if kept == planned else f" (to the stop at step {cfg.stop_after})"
+            print(f"[train] snapshots: {len(kept)} steps ({shown}){stop}, {human_bytes(size)} "
+                  f"each{took}, {human_bytes(size * len(kept))} in all, in "
                   f"{self.files.snapshots}", flush=True)
         return {s for s in planned if s > state.step}
 
