@@ -189,7 +189,7 @@ def finetune_series(checkpoints: Mapping[str, str | os.PathLike],
                 "log_every": 10 ** 6, **fields, "data": str(data), "seed": seed,
                 "tune_blocks": k, "label_fraction": fraction, "eval_images": 0,
                 "resume": IF_ANY, "progress": False}))
-            cfg.out = str(series_run_dir(runs_dir, model, cfg))
+            cfg = dataclasses.replace(cfg, out=str(series_run_dir(runs_dir, model, cfg)))
             start = time.perf_counter()
             finetune(cfg)
             classifier = load_classifier(cfg.out)
