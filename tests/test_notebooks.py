@@ -308,12 +308,18 @@ def test_batch_writes_manifest_gallery_and_findings(runs, tmp_path, capfd):
          "parameters": {"SUPERVISED_STEPS": 0}},
         {"name": "mask_sampling", "notebook": "mask_sampling.ipynb", "parameters": {"N_IMAGES": 1}},
         {"name": "broken", "notebook": "mask_sampling.ipynb", "parameters": {"MASK_RATIO": 1.5}},
+        {"name": "training_dynamics", "notebook": "training_dynamics.ipynb",
+         "needs": ["mae_dynamics", "mff_dynamics"]},
     ]))
     out = tmp_path / "figures"
     code = make_figures.main(["--mae", str(runs["mae"]), "--mff", str(runs["mff"]),
-                              "--out", str(out), "--params", str(params)])
+                              "--out", str(out), "--params", str(params),
+                              "--runs", str(tmp_path / "runs")])
     assert code == 1  # "broken" failed, and says so
     said = capfd.readouterr()
+    # beside external models no tiny dynamics runs are trained: their figure set is left out
+    assert "training_dynamics: skipped" in said.out and "[figures] training " not in said.out
+    assert not (tmp_path / "runs").exists()
     notebook_lines = [line for line in said.out.splitlines() if re.match(r"\[figures\] \d/3 ", line)]
     assert len(notebook_lines) == 3 and all("s elapsed)" in line for line in notebook_lines)
     assert "Kernel is running" not in said.out + said.err  # the kernels' noise: in their folder

@@ -303,7 +303,23 @@ def choose_checkpoints(args: argparse.Namespace) -> tuple[dict, dict, list[str]]
         # a tiny pixel-target model beside external models would not be their like: the
         # reconstruction notebook then skips its pixel-target figure unless --pixels is given
         missing.remove("pixels")
+    if set(given) & {"mae", "mff"}:  # nor would tiny dynamics runs: their figure set is skipped
+        missing = [k for k in missing if k not in RUN_PARAMETERS]
     return given, shipped, missing
+
+
+def runnable_sets(sets: list[dict], ckpts: dict) -> list[dict]:
+    """The figure sets whose named ``needs`` are all at hand (the dynamics runs are not trained
+    beside external --mae / --mff); a line for each one left out."""
+    kept = []
+    for entry in sets:
+        absent = [r for r in entry.get("needs", ()) if r not in ckpts]
+        if absent:
+            print(f"[figures] {entry['name']}: skipped (it needs the tiny runs {absent}, trained "
+                  f"only when the gallery's MAE and MFF-MAE are the tiny ones)", flush=True)
+        else:
+            kept.append(entry)
+    return kept
 
 
 def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
@@ -320,6 +336,7 @@ def run_batch(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         plans = {n: plan_run(n, args.runs, args.steps, args.train_arg) for n in missing}
         ckpts = {**given, **shipped, **{n: ckpt for n, (ckpt, _) in plans.items()}}
         ckpts = {k: ckpts[k] for k in TINY_RUNS if k in ckpts}
+        sets = runnable_sets(sets, ckpts)
         args.out.mkdir(parents=True, exist_ok=True)
         tasks = batch_tasks(plans, sets, args, notebook_common(ckpts, args.set))
         records, trainings, times = run_sets(tasks, len(sets), args.jobs, t0)
