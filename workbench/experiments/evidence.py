@@ -7,8 +7,8 @@
 The plan is a set of jobs -- pretrain MAE and MFF-MAE per seed, the supervised fusion comparison
 per seed, a short MAE run per (mask ratio, seed), then per seed the frequency, linear-probe and
 Hessian measurements, the fine-tuning series and the training dynamics (the gallery's probes at
-every weight snapshot) on the finished runs -- run ``--jobs`` at a time
-with the cores split between them. Each job writes ``OUT/jobs/<job>.json`` when it finishes (atomically) and training
+every weight snapshot) on the finished runs -- run ``--jobs`` at a time with the cores split
+between them. Each job writes ``OUT/jobs/<job>.json`` when it finishes (atomically) and training
 runs checkpoint as they go, so running the command again resumes: finished jobs are skipped and a
 killed training run continues from its checkpoint. A line is printed as each job ends, and at the
 end ``OUT/claims.json``, ``OUT/findings.md`` and ``OUT/forest.png`` are written through

@@ -132,13 +132,18 @@ def do_measure(job: Job, p: Profile, out: Path) -> dict:
             "curves": {k: training_curves(r) for k, r in runs.items()}}
 
 
+def labelled_pair(out: Path, seed: int) -> dict[str, Path]:
+    """The seed's finished MAE and MFF-MAE pretraining runs under their figure labels."""
+    return {"MAE": run_path(out, "mae", seed), "MFF-MAE": run_path(out, "mff", seed)}
+
+
 def do_finetune(job: Job, p: Profile, out: Path) -> dict:
     """The fine-tuning series (``experiments.finetune.finetune_series``: the last k blocks on
     every label, every block on each label share) of the seed's finished MAE and MFF-MAE runs,
     fine-tuned with the seed, every run scored on the probe's held-out images."""
     from workbench.experiments.finetune import finetune_series
 
-    runs = {"MAE": run_path(out, "mae", job.seed), "MFF-MAE": run_path(out, "mff", job.seed)}
+    runs = labelled_pair(out, job.seed)
     series = finetune_series(runs, p.finetune_blocks, p.finetune_fractions, data=p.probe_data,
                              eval_images=p.probe_test, seed=job.seed,
                              runs_dir=out / "runs" / "finetune", steps=p.finetune_steps,
@@ -155,7 +160,7 @@ def do_dynamics(job: Job, p: Profile, out: Path) -> dict:
     probes = GALLERY_PROBES if p.dynamics_images is None else {
         probe: {k: p.dynamics_images if k in ("images", "train", "test") else v
                 for k, v in settings.items()} for probe, settings in GALLERY_PROBES.items()}
-    runs = {"MAE": run_path(out, "mae", job.seed), "MFF-MAE": run_path(out, "mff", job.seed)}
+    runs = labelled_pair(out, job.seed)
     return {probe: {model: seeds[0].to_dict() for model, seeds in by_model.items()}
             for probe, by_model in dynamics_series(runs, probes).items()}
 

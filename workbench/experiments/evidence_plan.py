@@ -1,8 +1,9 @@
 """The evidence plan: its profiles (sizes) and its jobs -- pretrain MAE and MFF-MAE per seed,
 the supervised fusion comparison per seed, a short MAE run per (mask ratio, seed), then per seed
 the frequency, linear-probe and Hessian measurements, the fine-tuning series and the training
-dynamics (probes at every weight snapshot) on the finished runs -- and where each job's result lives (``OUT/jobs/<job>.json``). ``evidence_jobs`` runs
-them, ``evidence_report`` turns their results into claims."""
+dynamics (probes at every weight snapshot) on the finished runs -- and where each job's result
+lives (``OUT/jobs/<job>.json``). ``evidence_jobs`` runs them, ``evidence_report`` turns their
+results into claims."""
 from __future__ import annotations
 
 import json

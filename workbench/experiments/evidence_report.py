@@ -69,6 +69,13 @@ def evidence_claims(p: Profile, results: dict[str, dict]) -> list:
     return ordered + tuned
 
 
+def stage_results(p: Profile, results: dict[str, dict], stage: str) -> list[dict] | None:
+    """The per-seed results of a stage of :data:`evidence_plan.LATER_STAGES`, in seed order, or
+    None when a seed's job has none (job files older than that stage)."""
+    names = [Job(stage, s).name for s in p.seeds]
+    return [results[n]["result"] for n in names] if all(n in results for n in names) else None
+
+
 def finetune_claims(p: Profile, results: dict[str, dict]) -> list:
     """The fine-tuning series' claims over the seeds (``experiments.finetune.series_claims``), or,
     when a seed's fine-tuning job has no result (a report of jobs older than that stage), the
@@ -76,11 +83,12 @@ def finetune_claims(p: Profile, results: dict[str, dict]) -> list:
     from workbench.experiments import findings
     from workbench.experiments.finetune import FinetuneSeries, series_claims
 
-    names = [Job("finetune", s).name for s in p.seeds]
-    if all(n in results for n in names):
-        return series_claims([FinetuneSeries.from_dict(results[n]["result"]) for n in names])
-    why = (f"not run: no result for {', '.join(n for n in names if n not in results)} (these "
-           f"job files predate the fine-tuning stage; run the profile to add it)")
+    found = stage_results(p, results, "finetune")
+    if found is not None:
+        return series_claims([FinetuneSeries.from_dict(r) for r in found])
+    absent = [n for n in (Job("finetune", s).name for s in p.seeds) if n not in results]
+    why = (f"not run: no result for {', '.join(absent)} (these job files predate the "
+           f"fine-tuning stage; run the profile to add it)")
     return [findings.not_measured(findings.partial_ft_text("MAE"), why),
             findings.not_measured(findings.FEW_SHOT_TEXT, why)]
 
@@ -100,7 +108,8 @@ def describe(p: Profile, seconds: float | None) -> str:
             f"seed (tol {p.hessian_tol:g}); supervised fusion per seed with the pretraining run's "
             f"steps, peak lr, warmup and seed (batch {p.supervised_batch}); mask-ratio sweep over "
             f"{list(p.sweep_ratios)} x seeds {list(p.sweep_seeds)}, {p.sweep_steps} steps of "
-            f"{p.sweep_batch}; fine-tuning series per seed (the last k of {list(p.finetune_blocks)} "
+            f"{p.sweep_batch}; fine-tuning series per seed (the last k of "
+            f"{list(p.finetune_blocks)} "
             f"blocks on every label, every block on label shares {list(p.finetune_fractions)}; "
             f"{p.finetune_steps or 'the preset default'} steps of "
             f"{p.finetune_batch or 'the preset default'}, {dict(p.finetune_settings)}; scored on "
@@ -230,8 +239,8 @@ def finetune_table(p: Profile, results: dict[str, dict]) -> list[str]:
     fine-tuning jobs have no results."""
     from workbench.experiments.finetune import FinetuneSeries, run_name
 
-    names = [Job("finetune", s).name for s in p.seeds]
-    if not all(n in results for n in names):
+    found = stage_results(p, results, "finetune")
+    if found is None:
         return []
     runs = [(k, 1.0) for k in p.finetune_blocks] + \
         [("all", f) for f in p.finetune_fractions if f != 1.0]
@@ -239,8 +248,8 @@ def finetune_table(p: Profile, results: dict[str, dict]) -> list[str]:
              "k = the last blocks tuned on every label; f = the share of the labels, every block "
              "tuned.", "", "| seed | model | " + " | ".join(run_name(*r) for r in runs) + " |",
              "|---|---|" + "---|" * len(runs)]
-    for s, n in zip(p.seeds, names):
-        series = FinetuneSeries.from_dict(results[n]["result"])
+    for s, r in zip(p.seeds, found):
+        series = FinetuneSeries.from_dict(r)
         lines += [f"| {s} | {m} | " + " | ".join(_pct(series.top1(m, *r)) for r in runs) + " |"
                   for m in series.models]
     return lines + [""]
@@ -255,12 +264,12 @@ def dynamics_section(out: Path, p: Profile,
     from workbench.experiments.dynamics import change_markdown, change_table, dynamics_figures
     from workbench.probes import OverTraining
 
-    names = [Job("dynamics", s).name for s in p.seeds]
-    if not all(n in results for n in names):
+    found = stage_results(p, results, "dynamics")
+    if found is None:
         return [], []
     series: dict[str, dict[str, list]] = {}
-    for n in names:
-        for probe, by_model in results[n]["result"].items():
+    for result in found:
+        for probe, by_model in result.items():
             for model, r in by_model.items():
                 series.setdefault(probe, {}).setdefault(model, []).append(
                     OverTraining.from_dict(r))
